@@ -1,0 +1,186 @@
+package authz
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+// Request is what the engine needs to know about one HTTP request. Adapters fill it from
+// their own representation (an Envoy CheckRequest, an http.Request).
+type Request struct {
+	// Authorization is the Authorization header's value. Several occurrences are joined
+	// with "," as HTTP merges them, which makes them malformed. Empty means absent.
+	Authorization string
+	// APIKey is the X-API-Key header's value, joined the same way. Empty means absent.
+	APIKey string
+	// RequestID is the request's x-request-id; the engine makes one up when empty.
+	RequestID string
+}
+
+// Decision is the engine's answer for one request.
+type Decision struct {
+	Reason Reason
+	// Record is the key's record when the key is known: on allow, and on revoked or
+	// expired denials. Otherwise it is the zero Record.
+	Record Record
+	// Denial is how to refuse the request; the zero Denial when allowed.
+	Denial Denial
+	// RequestID is the request's id, taken from the request or made up.
+	RequestID string
+}
+
+// Allowed reports whether the request may proceed.
+func (d *Decision) Allowed() bool { return d.Reason == ReasonAllowed }
+
+// Config configures an Engine.
+type Config struct {
+	Format  Format    // key format; required
+	Lookup  KeyLookup // key records by hash; required
+	Profile Profile   // deny body profile; the zero value is ProfileMagicx
+	// Realm is the realm of the WWW-Authenticate challenge on 401s; "" means "keygate".
+	Realm string
+	// Now returns the current time, for expiry checks; nil means time.Now.
+	Now func() time.Time
+}
+
+// Engine decides whether requests carry a valid key. It is safe for concurrent use.
+type Engine struct {
+	format Format
+	lookup KeyLookup
+	denier *denier
+	now    func() time.Time
+}
+
+// New returns an Engine for cfg.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Format.prefix == "" {
+		return nil, fmt.Errorf("%w: no key format configured", ErrInvalidPrefix)
+	}
+	if cfg.Lookup == nil {
+		return nil, errors.New("authz: no key lookup configured")
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = "keygate"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	d, err := newDenier(cfg.Profile, cfg.Format.prefix, cfg.Realm)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now}, nil
+}
+
+// Check decides req. A denial is a Decision, not an error: the error is non-nil only when
+// no decision could be made (the store is unavailable), and then wraps ErrStoreUnavailable.
+func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
+	d := Decision{RequestID: req.RequestID}
+	if d.RequestID == "" {
+		d.RequestID = NewRequestID()
+	}
+	key, reason := e.credential(req)
+	if reason != ReasonAllowed {
+		return e.deny(d, reason), nil
+	}
+	hash := HashKey(key)
+	rec, err := e.lookup.Lookup(ctx, hash)
+	switch {
+	case errors.Is(err, ErrKeyNotFound):
+		return e.deny(d, ReasonUnknownKey), nil
+	case err != nil:
+		return d, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	case subtle.ConstantTimeCompare(rec.Hash[:], hash[:]) != 1:
+		// A store must never hand back another key's record; treat it as unknown.
+		return e.deny(d, ReasonUnknownKey), nil
+	}
+	d.Record = rec
+	switch rec.StatusAt(e.now()) {
+	case StatusRevoked:
+		return e.deny(d, ReasonRevoked), nil
+	case StatusExpired:
+		return e.deny(d, ReasonExpired), nil
+	}
+	d.Reason = ReasonAllowed
+	return d, nil
+}
+
+func (e *Engine) deny(d Decision, r Reason) Decision {
+	d.Reason = r
+	d.Denial = e.denier.deny(r, &d.Record)
+	if r != ReasonRevoked && r != ReasonExpired {
+		d.Record = Record{}
+	}
+	return d
+}
+
+// credential extracts the one key a request presents, or says why it has none. It
+// never consults the store: format and checksum errors are settled here.
+func (e *Engine) credential(req *Request) (string, Reason) {
+	auth := trimOWS(req.Authorization)
+	apiKey := trimOWS(req.APIKey)
+	if auth == "" && apiKey == "" {
+		return "", ReasonMissing
+	}
+	var key string
+	if auth != "" {
+		scheme, token, ok := cutScheme(auth)
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return "", ReasonMalformed
+		}
+		key = token
+	}
+	if apiKey != "" {
+		if key != "" && key != apiKey {
+			return "", ReasonMalformed // two different keys in one request
+		}
+		key = apiKey
+	}
+	switch e.format.check(key) {
+	case keyMalformed:
+		return "", ReasonMalformed
+	case keyBadChecksum:
+		return "", ReasonBadChecksum
+	}
+	return key, ReasonAllowed
+}
+
+// cutScheme splits "Scheme SP token" at the first run of spaces or tabs.
+func cutScheme(v string) (scheme, token string, ok bool) {
+	i := strings.IndexAny(v, " \t")
+	if i <= 0 {
+		return "", "", false
+	}
+	token = trimOWS(v[i:])
+	return v[:i], token, token != ""
+}
+
+// trimOWS trims HTTP optional whitespace (spaces and tabs) from both ends.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// NewRequestID returns a fresh request id, "req_" and 32 hex digits. It is a correlation
+// id, not a secret.
+func NewRequestID() string {
+	const hexdigits = "0123456789abcdef"
+	var b [4 + 32]byte
+	copy(b[:], "req_")
+	hi, lo := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 16; i++ {
+		b[4+i] = hexdigits[hi>>(60-4*i)&0xf]
+		b[20+i] = hexdigits[lo>>(60-4*i)&0xf]
+	}
+	return string(b[:])
+}

@@ -1,0 +1,127 @@
+package authz
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ErrInvalidKeySpec is returned by Issue for a name, owner or scope it cannot accept.
+var ErrInvalidKeySpec = errors.New("invalid key spec")
+
+// KeySpec describes a key to issue.
+type KeySpec struct {
+	Name      string    // 1 to 64 printable ASCII characters, e.g. "Production App"
+	Owner     string    // account id; may be empty
+	Scopes    []string  // each 1 to 64 printable ASCII characters without spaces or commas
+	ExpiresAt time.Time // zero: never expires
+}
+
+// Issue makes a new key for spec: the plaintext key, to be shown once and then
+// forgotten, and the record to store, which holds only the key's hash. Randomness comes
+// from crypto/rand.
+func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err error) {
+	if err := spec.validate(now); err != nil {
+		return "", Record{}, err
+	}
+	id, err := NewKeyID(nil)
+	if err != nil {
+		return "", Record{}, err
+	}
+	key, err = f.Generate(nil)
+	if err != nil {
+		return "", Record{}, err
+	}
+	scopes := slices.Clone(spec.Scopes)
+	slices.Sort(scopes)
+	rec = Record{
+		ID:        id,
+		Name:      spec.Name,
+		Owner:     spec.Owner,
+		Scopes:    slices.Compact(scopes),
+		Hash:      HashKey(key),
+		Hint:      f.Hint(key),
+		CreatedAt: now.UTC().Truncate(time.Second),
+	}
+	if !spec.ExpiresAt.IsZero() {
+		rec.ExpiresAt = spec.ExpiresAt.UTC().Truncate(time.Second)
+	}
+	return key, rec, nil
+}
+
+// NewKeyID returns a public key id: "key_" and 16 base62 characters from r (crypto/rand
+// when r is nil).
+func NewKeyID(r io.Reader) (string, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	out := []byte("key_")
+	var buf [32]byte
+	for len(out) < 4+16 {
+		if _, err := io.ReadFull(r, buf[:]); err != nil {
+			return "", fmt.Errorf("generate key id: %w", err)
+		}
+		for _, b := range buf {
+			if b < 248 && len(out) < 4+16 {
+				out = append(out, base62[b%62])
+			}
+		}
+	}
+	return string(out), nil
+}
+
+// ValidKeyID reports whether id has the shape NewKeyID gives, so it can be used in a
+// store path as it is.
+func ValidKeyID(id string) bool {
+	if len(id) != 4+16 || !strings.HasPrefix(id, "key_") {
+		return false
+	}
+	for i := 4; i < len(id); i++ {
+		if !isAlnum(id[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s KeySpec) validate(now time.Time) error {
+	if !printable(s.Name, 64, true) || strings.TrimSpace(s.Name) != s.Name {
+		return fmt.Errorf("%w: name must be 1 to 64 printable ASCII characters, without leading or trailing spaces", ErrInvalidKeySpec)
+	}
+	for i := 0; i < len(s.Owner); i++ {
+		if c := s.Owner[i]; !isAlnum(c) && !strings.ContainsRune("-_.:@/", rune(c)) {
+			return fmt.Errorf("%w: owner may hold only letters, digits and -_.:@/", ErrInvalidKeySpec)
+		}
+	}
+	if len(s.Owner) > 128 {
+		return fmt.Errorf("%w: owner is longer than 128 characters", ErrInvalidKeySpec)
+	}
+	for _, sc := range s.Scopes {
+		if !printable(sc, 64, false) || strings.ContainsAny(sc, ", ") {
+			return fmt.Errorf("%w: scope %q must be 1 to 64 printable ASCII characters without spaces or commas", ErrInvalidKeySpec, sc)
+		}
+	}
+	if !s.ExpiresAt.IsZero() && !s.ExpiresAt.After(now) {
+		return fmt.Errorf("%w: expiry %s is not in the future", ErrInvalidKeySpec, s.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// printable reports whether s is 1 to max bytes of printable ASCII (space allowed when
+// space is true).
+func printable(s string, max int, space bool) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || (c == ' ' && !space) {
+			return false
+		}
+	}
+	return true
+}

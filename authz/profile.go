@@ -1,0 +1,236 @@
+package authz
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Reason says why a request was allowed or denied. Its String form is a short, fixed
+// code fit for a metric label or a log field.
+type Reason uint8
+
+// Reasons, in the order the engine checks them.
+// The zero Reason is "undecided", so a zero Decision never reads as an allow.
+const (
+	ReasonUndecided   Reason = iota // no decision was made (the store could not answer)
+	ReasonAllowed                   // a valid, active key
+	ReasonMissing                   // no credential header, or an empty one
+	ReasonMalformed                 // wrong scheme, prefix, length or alphabet; whitespace; two different keys
+	ReasonBadChecksum               // well-formed but the checksum fails: mistyped or invented
+	ReasonUnknownKey                // checksum holds but no record has the key's hash
+	ReasonRevoked                   // the key's record is revoked
+	ReasonExpired                   // the key's record is past its expiry
+	numReasons
+)
+
+var reasonCodes = [numReasons]string{
+	ReasonUndecided:   "undecided",
+	ReasonAllowed:     "allowed",
+	ReasonMissing:     "missing_key",
+	ReasonMalformed:   "malformed_key",
+	ReasonBadChecksum: "bad_checksum",
+	ReasonUnknownKey:  "unknown_key",
+	ReasonRevoked:     "revoked_key",
+	ReasonExpired:     "expired_key",
+}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonCodes[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// Profile is the shape of deny bodies: each reproduces one of the API-key documents our
+// users follow, so their clients see the errors they were written against.
+type Profile uint8
+
+// Deny profiles.
+const (
+	// ProfileMagicx (the default) follows AI Magicx: {"success":false,"error":{"code":
+	// "AUTH_MISSING"|"AUTH_INVALID_FORMAT"|"AUTH_KEY_INVALID","message":…,"status":401}}.
+	ProfileMagicx Profile = iota
+	// ProfileAPIKey follows the generic key API: {"success":false,"error":{"code":
+	// "MISSING_API_KEY"|"INVALID_API_KEY"|"EXPIRED_API_KEY","message":…,"details":{…}}}.
+	ProfileAPIKey
+	// ProfileMythIQ follows MythIQ: {"success":false,"message":…,"code":"authentication_error"}.
+	ProfileMythIQ
+	// ProfileOpenAI follows MX4 Atlas, whose users call it through OpenAI SDKs: OpenAI's
+	// envelope {"error":{"message":…,"type":…,"param":null,"code":…}}.
+	ProfileOpenAI
+	numProfiles
+)
+
+var profileNames = [numProfiles]string{
+	ProfileMagicx: "magicx",
+	ProfileAPIKey: "apikey",
+	ProfileMythIQ: "mythiq",
+	ProfileOpenAI: "openai",
+}
+
+func (p Profile) String() string {
+	if p < numProfiles {
+		return profileNames[p]
+	}
+	return fmt.Sprintf("profile(%d)", uint8(p))
+}
+
+// Profiles returns the names of all deny profiles.
+func Profiles() []string { return profileNames[:] }
+
+// ParseProfile returns the profile with the given name.
+func ParseProfile(name string) (Profile, error) {
+	for p, n := range profileNames {
+		if n == name {
+			return Profile(p), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %q (want one of %q)", ErrInvalidProfile, name, profileNames)
+}
+
+// Denial is how a request is refused: the HTTP status, the JSON body and, for a 401, the
+// WWW-Authenticate challenge. Body is shared between requests and must not be modified.
+type Denial struct {
+	Status          int
+	Body            []byte
+	WWWAuthenticate string
+}
+
+// denier renders denials for one profile. Bodies that depend only on the reason are
+// rendered once, at construction; only bodies naming a key id or a time are rendered
+// per request.
+type denier struct {
+	profile Profile
+	prefix  string
+	static  [numReasons]Denial
+}
+
+func newDenier(p Profile, prefix, realm string) (*denier, error) {
+	if p >= numProfiles {
+		return nil, fmt.Errorf("%w: %d", ErrInvalidProfile, p)
+	}
+	d := &denier{profile: p, prefix: prefix}
+	for r := ReasonMissing; r < numReasons; r++ {
+		d.static[r] = Denial{
+			Status:          http.StatusUnauthorized,
+			Body:            d.body(r, nil),
+			WWWAuthenticate: challenge(realm, r),
+		}
+	}
+	return d, nil
+}
+
+// deny returns the denial for reason r; rec is the key's record when the key is known.
+func (d *denier) deny(r Reason, rec *Record) Denial {
+	out := d.static[r]
+	if d.profile == ProfileAPIKey && rec != nil && (r == ReasonRevoked || r == ReasonExpired) {
+		out.Body = d.body(r, rec)
+	}
+	return out
+}
+
+// challenge is the RFC 6750 WWW-Authenticate value: no error code when credentials are
+// missing, invalid_request when they are malformed, invalid_token otherwise.
+func challenge(realm string, r Reason) string {
+	v := fmt.Sprintf("Bearer realm=%q", realm)
+	switch r {
+	case ReasonMissing:
+		return v
+	case ReasonMalformed:
+		return v + `, error="invalid_request"`
+	default:
+		return v + `, error="invalid_token"`
+	}
+}
+
+// Bodies, with fields in the order the documents show them.
+type (
+	magicxBody struct {
+		Success bool        `json:"success"`
+		Error   magicxError `json:"error"`
+	}
+	magicxError struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Status  int    `json:"status"`
+	}
+	apikeyBody struct {
+		Success bool        `json:"success"`
+		Error   apikeyError `json:"error"`
+	}
+	apikeyError struct {
+		Code    string        `json:"code"`
+		Message string        `json:"message"`
+		Details *apikeyDetail `json:"details,omitempty"`
+	}
+	apikeyDetail struct {
+		Header    string `json:"header,omitempty"`
+		KeyID     string `json:"key_id,omitempty"`
+		ExpiredAt string `json:"expired_at,omitempty"`
+	}
+	mythiqBody struct {
+		Success bool   `json:"success"`
+		Message string `json:"message"`
+		Code    string `json:"code"`
+	}
+	openaiBody struct {
+		Error openaiError `json:"error"`
+	}
+	openaiError struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    string  `json:"code"`
+	}
+)
+
+func (d *denier) body(r Reason, rec *Record) []byte {
+	var v any
+	switch d.profile {
+	case ProfileMagicx:
+		e := magicxError{Code: "AUTH_KEY_INVALID", Message: "API key is invalid, expired, or revoked", Status: http.StatusUnauthorized}
+		switch r {
+		case ReasonMissing:
+			e.Code, e.Message = "AUTH_MISSING", "Authorization header required"
+		case ReasonMalformed:
+			e.Code, e.Message = "AUTH_INVALID_FORMAT", "Invalid authorization format. Expected: Bearer "+d.prefix+"..."
+		}
+		v = magicxBody{Error: e}
+	case ProfileAPIKey:
+		e := apikeyError{Code: "INVALID_API_KEY", Message: "The provided API key is invalid"}
+		switch {
+		case r == ReasonMissing:
+			e.Code, e.Message = "MISSING_API_KEY", "API key is required"
+			e.Details = &apikeyDetail{Header: "Authorization"}
+		case r == ReasonExpired && rec != nil:
+			e.Code, e.Message = "EXPIRED_API_KEY", "The API key has expired"
+			e.Details = &apikeyDetail{ExpiredAt: rec.ExpiresAt.UTC().Format(time.RFC3339)}
+		case r == ReasonRevoked && rec != nil:
+			e.Details = &apikeyDetail{KeyID: rec.ID}
+		}
+		v = apikeyBody{Error: e}
+	case ProfileMythIQ:
+		b := mythiqBody{Message: "Invalid API key", Code: "authentication_error"}
+		if r == ReasonMissing {
+			b.Message = "API key is missing"
+		}
+		v = b
+	case ProfileOpenAI:
+		e := openaiError{Message: "Your API key is missing or invalid.", Type: "invalid_request_error", Code: "invalid_api_key"}
+		if r == ReasonMissing {
+			e.Code = "missing_api_key"
+		}
+		v = openaiBody{Error: e}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// The values above are plain structs of strings, bools and ints.
+		panic(fmt.Sprintf("authz: encode deny body: %v", err))
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
