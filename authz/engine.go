@@ -93,6 +93,8 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 	switch {
 	case errors.Is(err, ErrKeyNotFound):
 		return e.deny(d, ReasonUnknownKey), nil
+	case errors.Is(err, ErrStoreUnavailable):
+		return d, err
 	case err != nil:
 		return d, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	case subtle.ConstantTimeCompare(rec.Hash[:], hash[:]) != 1:

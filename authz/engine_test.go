@@ -124,7 +124,7 @@ func TestCheckReasons(t *testing.T) {
 				t.Fatalf("store lookups = %d, want %d", got, tc.lookups)
 			}
 			if d.Allowed() {
-				if d.Record.ID != "key_Active0000000000" || d.Denial.Status != 0 || d.Denial.Body != nil {
+				if d.Record.ID != "key_Active0000000000" || d.Denial.Status != 0 || d.Denial.Body != "" {
 					t.Fatalf("allowed decision: record %q, denial %+v", d.Record.ID, d.Denial)
 				}
 			} else if d.Denial.Status != 401 || len(d.Denial.Body) == 0 || !strings.HasPrefix(d.Denial.WWWAuthenticate, `Bearer realm="keygate"`) {
@@ -221,7 +221,7 @@ func TestDenyBodiesGolden(t *testing.T) {
 					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 						t.Fatal(err)
 					}
-					if err := os.WriteFile(path, append(d.Denial.Body, '\n'), 0o644); err != nil {
+					if err := os.WriteFile(path, []byte(d.Denial.Body+"\n"), 0o644); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -229,7 +229,7 @@ func TestDenyBodiesGolden(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := string(d.Denial.Body) + "\n"; got != string(want) {
+				if got := d.Denial.Body + "\n"; got != string(want) {
 					t.Fatalf("body differs from %s\n got: %s\nwant: %s", path, got, want)
 				}
 			})

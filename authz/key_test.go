@@ -192,7 +192,7 @@ func FuzzFormatCheck(f *testing.F) {
 			}
 			var sum [ChecksumLen]byte
 			appendChecksum(sum[:0], key[7:7+RandomLen])
-			if want := crc32.ChecksumIEEE([]byte(key[7:7+RandomLen])); decode62(sum[:]) != want {
+			if want := crc32.ChecksumIEEE([]byte(key[7 : 7+RandomLen])); decode62(sum[:]) != want {
 				t.Fatalf("checksum of %q disagrees with hash/crc32", key)
 			}
 			if string(sum[:]) != key[len(key)-ChecksumLen:] {

@@ -1,0 +1,266 @@
+// Package vaulttest starts a real Vault dev server on a free loopback port for tests.
+//
+// The binary is the pinned Vault that scripts/vault-build.sh builds once per machine
+// (or the one named by KEYGATE_VAULT). A test package shares one server: start it in
+// TestMain with Main, and give each test its own KV path so tests do not see each other.
+package vaulttest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// Server is a running Vault dev server. KV v2 is mounted at "secret/".
+type Server struct {
+	Addr  string // e.g. http://127.0.0.1:41234
+	Token string // root token
+	Bin   string // path of the vault binary
+
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+}
+
+// Main starts a dev server, stores it in *srv, runs the package's tests and stops the
+// server. Use it as: func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m, &vault)) }.
+func Main(m *testing.M, srv **Server) int {
+	s, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vaulttest:", err)
+		return 1
+	}
+	*srv = s
+	defer s.Stop()
+	return m.Run()
+}
+
+// Start builds (once per machine) and starts a Vault dev server.
+func Start() (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 3 { // the free port may be taken between probing and binding
+		s, err := start(bin)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// Binary returns the path of the pinned Vault binary, building it on first use.
+func Binary() (string, error) {
+	binOnce.Do(func() {
+		if p := os.Getenv("KEYGATE_VAULT"); p != "" {
+			binPath = p
+			return
+		}
+		root, err := moduleRoot()
+		if err != nil {
+			binErr = err
+			return
+		}
+		cmd := exec.Command(filepath.Join(root, "scripts", "vault-build.sh"))
+		cmd.Stderr = os.Stderr // progress of a first build
+		out, err := cmd.Output()
+		if err != nil {
+			binErr = fmt.Errorf("build vault: %w", err)
+			return
+		}
+		binPath = strings.TrimSpace(string(out))
+	})
+	return binPath, binErr
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "scripts", "vault-build.sh")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("vaulttest: scripts/vault-build.sh not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func start(bin string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var tok [16]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		Addr:  fmt.Sprintf("http://127.0.0.1:%d", port),
+		Token: "root-" + hex.EncodeToString(tok[:]),
+		Bin:   bin,
+		done:  make(chan struct{}),
+	}
+	s.log, err = os.CreateTemp("", "vault-dev-*.log")
+	if err != nil {
+		return nil, err
+	}
+	s.cmd = exec.Command(bin, "server", "-dev",
+		"-dev-listen-address", fmt.Sprintf("127.0.0.1:%d", port),
+		"-dev-root-token-id", s.Token,
+		"-dev-no-store-token",
+		"-log-level", "warn")
+	s.cmd.Env = append(os.Environ(), "VAULT_ADDR=", "VAULT_TOKEN=", "HOME="+os.TempDir())
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	// The server dies with the test binary, even when the test is killed.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		s.log.Close()
+		return nil, fmt.Errorf("start vault: %w", err)
+	}
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	if err := s.waitReady(30 * time.Second); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			return fmt.Errorf("vault exited during start-up: %s", s.Logs())
+		default:
+		}
+		resp, err := http.Get(s.Addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("vault not ready after %s: %s", limit, s.Logs())
+}
+
+// Logs returns what the server has written so far.
+func (s *Server) Logs() string {
+	b, _ := os.ReadFile(s.log.Name())
+	return string(bytes.TrimSpace(b))
+}
+
+// Stop stops the server and removes its log.
+func (s *Server) Stop() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	s.log.Close()
+	os.Remove(s.log.Name())
+}
+
+// Client returns a root-token client for the server. transport, when non-nil, wraps
+// the client's HTTP transport (to count or slow requests).
+func (s *Server) Client(t testing.TB, transport func(http.RoundTripper) http.RoundTripper) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = s.Addr
+	if transport != nil {
+		cfg.HttpClient.Transport = transport(cfg.HttpClient.Transport)
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(s.Token)
+	return c
+}
+
+// Env returns VAULT_ADDR and VAULT_TOKEN settings for a child process or run().
+func (s *Server) Env() []string {
+	return []string{"VAULT_ADDR=" + s.Addr, "VAULT_TOKEN=" + s.Token}
+}
+
+// UniquePath returns a fresh KV base path for one test, so tests sharing the server do
+// not see each other's keys.
+func UniquePath(t testing.TB) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return "keygate-test/" + strings.ToLower(name) + "-" + hex.EncodeToString(b[:])
+}
+
+// Counter is an http.RoundTripper that counts the requests whose path contains a
+// substring, passing every request on to the wrapped transport.
+type Counter struct {
+	Next     http.RoundTripper
+	Contains string
+	mu       sync.Mutex
+	n        int
+}
+
+// RoundTrip implements http.RoundTripper.
+func (c *Counter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.Contains(r.URL.Path, c.Contains) {
+		c.mu.Lock()
+		c.n++
+		c.mu.Unlock()
+	}
+	return c.Next.RoundTrip(r)
+}
+
+// Count returns how many matching requests went through.
+func (c *Counter) Count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

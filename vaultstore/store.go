@@ -1,0 +1,288 @@
+package vaultstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// DefaultLookupTimeout caps one Vault read on the check path. Envoy's ext_authz filter
+// waits 200 ms by default; a decision must come back well inside that.
+const DefaultLookupTimeout = 150 * time.Millisecond
+
+// Config configures a Store.
+type Config struct {
+	// Client is an authenticated Vault client. Required.
+	Client *api.Client
+	// Mount is the KV v2 mount; "" means "secret".
+	Mount string
+	// Path is the base path of keygate's data inside the mount; "" means "keygate".
+	Path string
+	// LookupTimeout caps each Lookup, on top of the caller's deadline; 0 means
+	// DefaultLookupTimeout, a negative value leaves only the caller's deadline.
+	LookupTimeout time.Duration
+}
+
+// Store keeps key records in Vault KV v2. It implements authz.KeyLookup.
+type Store struct {
+	client        *api.Client
+	kv            *api.KVv2
+	mount, base   string
+	lookupTimeout time.Duration
+}
+
+var _ authz.KeyLookup = (*Store)(nil)
+
+// New returns a Store for cfg. It does not contact Vault.
+func New(cfg Config) (*Store, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("vaultstore: no vault client")
+	}
+	if cfg.Mount == "" {
+		cfg.Mount = "secret"
+	}
+	if cfg.Path == "" {
+		cfg.Path = "keygate"
+	}
+	for _, p := range []string{cfg.Mount, cfg.Path} {
+		if err := checkPath(p); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case cfg.LookupTimeout == 0:
+		cfg.LookupTimeout = DefaultLookupTimeout
+	case cfg.LookupTimeout < 0:
+		cfg.LookupTimeout = 0
+	}
+	return &Store{
+		client:        cfg.Client,
+		kv:            cfg.Client.KVv2(cfg.Mount),
+		mount:         cfg.Mount,
+		base:          cfg.Path,
+		lookupTimeout: cfg.LookupTimeout,
+	}, nil
+}
+
+// checkPath accepts slash-separated segments of letters, digits, '-', '_' and '.'.
+func checkPath(p string) error {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: %q", ErrInvalidPath, p)
+		}
+		for _, c := range seg {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+				return fmt.Errorf("%w: %q", ErrInvalidPath, p)
+			}
+		}
+	}
+	return nil
+}
+
+// storedRecord is a record as it sits in Vault.
+type storedRecord struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Owner     string    `json:"owner,omitempty"`
+	Scopes    []string  `json:"scopes"`
+	KeySHA256 string    `json:"key_sha256"`
+	Hint      string    `json:"hint"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+type idEntry struct {
+	KeySHA256 string `json:"key_sha256"`
+}
+
+func toStored(r authz.Record) storedRecord {
+	return storedRecord{
+		ID: r.ID, Name: r.Name, Owner: r.Owner, Scopes: r.Scopes,
+		KeySHA256: r.Hash.String(), Hint: r.Hint,
+		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt,
+	}
+}
+
+func (s storedRecord) record() (authz.Record, error) {
+	h, err := authz.ParseKeyHash(s.KeySHA256)
+	if err != nil {
+		return authz.Record{}, fmt.Errorf("record %s: %w", s.ID, err)
+	}
+	if s.Scopes == nil {
+		s.Scopes = []string{}
+	}
+	return authz.Record{
+		ID: s.ID, Name: s.Name, Owner: s.Owner, Scopes: s.Scopes, Hash: h, Hint: s.Hint,
+		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt,
+	}, nil
+}
+
+func (s *Store) recordPath(h authz.KeyHash) string { return s.base + "/records/" + h.String() }
+func (s *Store) idPath(id string) string          { return s.base + "/ids/" + id }
+
+// Lookup returns the record of the key whose SHA-256 is hash: one Vault read.
+func (s *Store) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, error) {
+	if s.lookupTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.lookupTimeout)
+		defer cancel()
+	}
+	var sr storedRecord
+	if _, err := s.read(ctx, s.recordPath(hash), &sr); err != nil {
+		return authz.Record{}, err
+	}
+	return sr.record()
+}
+
+// read decodes the current version of the KV v2 secret at path into v and returns the
+// version number. A missing or deleted secret is ErrKeyNotFound.
+func (s *Store) read(ctx context.Context, path string, v any) (int, error) {
+	resp, err := s.client.Logical().ReadRawWithContext(ctx, s.mount+"/data/"+path)
+	if resp != nil {
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			return 0, fmt.Errorf("%w: at %s", ErrKeyNotFound, path)
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: read %s: %w", ErrVaultUnavailable, path, err)
+	}
+	var env struct {
+		Data *struct {
+			Data     json.RawMessage `json:"data"`
+			Metadata struct {
+				Version int `json:"version"`
+			} `json:"metadata"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		return 0, fmt.Errorf("%w: read %s: %w", ErrVaultUnavailable, path, err)
+	}
+	if env.Data == nil || len(env.Data.Data) == 0 || string(env.Data.Data) == "null" {
+		return 0, fmt.Errorf("%w: at %s", ErrKeyNotFound, path)
+	}
+	if err := json.Unmarshal(env.Data.Data, v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return env.Data.Metadata.Version, nil
+}
+
+// write stores v at path if the secret's current version is cas (0: it must not exist).
+func (s *Store) write(ctx context.Context, path string, v any, cas int) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return err
+	}
+	_, err = s.kv.Put(ctx, path, data, api.WithCheckAndSet(cas))
+	var re *api.ResponseError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "check-and-set"):
+		return fmt.Errorf("%w: at %s", ErrConflict, path)
+	default:
+		return fmt.Errorf("%w: write %s: %w", ErrVaultUnavailable, path, err)
+	}
+}
+
+// Create stores a new record: first the id index, then the record itself, so that a
+// crash in between leaves an id with no record (listed as nothing) rather than a
+// working key nobody can see.
+func (s *Store) Create(ctx context.Context, r authz.Record) error {
+	if !authz.ValidKeyID(r.ID) {
+		return fmt.Errorf("%w: %q", ErrInvalidKeyID, r.ID)
+	}
+	if err := s.write(ctx, s.idPath(r.ID), idEntry{KeySHA256: r.Hash.String()}, 0); err != nil {
+		return err
+	}
+	if err := s.write(ctx, s.recordPath(r.Hash), toStored(r), 0); err != nil {
+		// Best effort: the id must not point at a record that was never written.
+		_ = s.kv.DeleteMetadata(context.WithoutCancel(ctx), s.idPath(r.ID))
+		return err
+	}
+	return nil
+}
+
+// Get returns the record with the given id.
+func (s *Store) Get(ctx context.Context, id string) (authz.Record, error) {
+	r, _, err := s.get(ctx, id)
+	return r, err
+}
+
+func (s *Store) get(ctx context.Context, id string) (authz.Record, int, error) {
+	if !authz.ValidKeyID(id) {
+		return authz.Record{}, 0, fmt.Errorf("%w: %q", ErrInvalidKeyID, id)
+	}
+	var e idEntry
+	if _, err := s.read(ctx, s.idPath(id), &e); err != nil {
+		return authz.Record{}, 0, err
+	}
+	h, err := authz.ParseKeyHash(e.KeySHA256)
+	if err != nil {
+		return authz.Record{}, 0, fmt.Errorf("id %s: %w", id, err)
+	}
+	var sr storedRecord
+	version, err := s.read(ctx, s.recordPath(h), &sr)
+	if err != nil {
+		return authz.Record{}, 0, err
+	}
+	r, err := sr.record()
+	return r, version, err
+}
+
+// List returns every record, oldest first.
+func (s *Store) List(ctx context.Context) ([]authz.Record, error) {
+	sec, err := s.client.Logical().ListWithContext(ctx, s.mount+"/metadata/"+s.base+"/ids")
+	if err != nil {
+		return nil, fmt.Errorf("%w: list keys: %w", ErrVaultUnavailable, err)
+	}
+	var ids []any
+	if sec != nil {
+		ids, _ = sec.Data["keys"].([]any)
+	}
+	out := make([]authz.Record, 0, len(ids))
+	for _, v := range ids {
+		id, _ := v.(string)
+		r, err := s.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrKeyNotFound), errors.Is(err, ErrInvalidKeyID):
+			continue // an id whose record was never written (see Create)
+		case err != nil:
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	slices.SortStableFunc(out, func(a, b authz.Record) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
+}
+
+// Revoke marks the key with the given id revoked at the given time and returns its
+// record. Revoking a revoked key changes nothing and is not an error.
+func (s *Store) Revoke(ctx context.Context, id string, at time.Time) (authz.Record, error) {
+	r, version, err := s.get(ctx, id)
+	if err != nil {
+		return authz.Record{}, err
+	}
+	if !r.RevokedAt.IsZero() {
+		return r, nil
+	}
+	r.RevokedAt = at.UTC().Truncate(time.Second)
+	if err := s.write(ctx, s.recordPath(r.Hash), toStored(r), version); err != nil {
+		return authz.Record{}, err
+	}
+	return r, nil
+}
