@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -92,10 +93,10 @@ func ParseProfile(name string) (Profile, error) {
 }
 
 // Denial is how a request is refused: the HTTP status, the JSON body and, for a 401, the
-// WWW-Authenticate challenge. Body is shared between requests and must not be modified.
+// WWW-Authenticate challenge.
 type Denial struct {
 	Status          int
-	Body            []byte
+	Body            string
 	WWWAuthenticate string
 }
 
@@ -187,7 +188,7 @@ type (
 	}
 )
 
-func (d *denier) body(r Reason, rec *Record) []byte {
+func (d *denier) body(r Reason, rec *Record) string {
 	var v any
 	switch d.profile {
 	case ProfileMagicx:
@@ -232,5 +233,5 @@ func (d *denier) body(r Reason, rec *Record) []byte {
 		// The values above are plain structs of strings, bools and ints.
 		panic(fmt.Sprintf("authz: encode deny body: %v", err))
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return strings.TrimSuffix(buf.String(), "\n")
 }
