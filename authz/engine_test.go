@@ -291,3 +291,32 @@ func BenchmarkCheckBadChecksum(b *testing.B) {
 		}
 	}
 }
+
+func FuzzCredentials(f *testing.F) {
+	fx := newFixture(f, ProfileMagicx)
+	for _, s := range [][2]string{
+		{"Bearer " + fx.active, ""}, {"", fx.active}, {"bearer\t" + fx.badChecksum, ""}, {"Basic abc", ""},
+		{"Bearer " + fx.active + ",Bearer " + fx.active, fx.active}, {"Bearer", " "}, {"\x00", "\xff"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, auth, apiKey string) {
+		key, reason := fx.engine.credential(&Request{Authorization: auth, APIKey: apiKey})
+		switch reason {
+		case ReasonAllowed:
+			// Whatever passes is one well-formed key, taken from a header as it was sent.
+			if !fx.engine.format.Valid(key) {
+				t.Fatalf("accepted an invalid key %q", key)
+			}
+			if !strings.Contains(auth, key) && !strings.Contains(apiKey, key) {
+				t.Fatalf("key %q not in the headers", key)
+			}
+		case ReasonMissing, ReasonMalformed, ReasonBadChecksum:
+			if key != "" {
+				t.Fatalf("reason %v with key %q", reason, key)
+			}
+		default:
+			t.Fatalf("credential returned %v", reason)
+		}
+	})
+}

@@ -83,9 +83,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	if !d.Allowed() {
 		if s.log.Enabled(ctx, slog.LevelInfo) {
-			s.log.LogAttrs(ctx, slog.LevelInfo, "denied",
-				slog.String("request_id", d.RequestID), slog.String("reason", d.Reason.String()),
-				slog.Int("status", d.Denial.Status), slog.String("key_id", d.Record.ID))
+			attrs := []slog.Attr{slog.String("request_id", d.RequestID), slog.String("reason", d.Reason.String()),
+				slog.Int("status", d.Denial.Status)}
+			if d.Record.ID != "" { // revoked or expired: the key is known by its id
+				attrs = append(attrs, slog.String("key_id", d.Record.ID))
+			}
+			s.log.LogAttrs(ctx, slog.LevelInfo, "denied", attrs...)
 		}
 		return denied(&d), nil
 	}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"sigs.k8s.io/yaml"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/vaultstore"
+)
+
+// config is keygate's configuration file. Every field has a default; flags override
+// the file.
+type config struct {
+	GRPCAddr        string   `json:"grpc_addr"`        // ext_authz gRPC listener
+	HTTPAddr        string   `json:"http_addr"`        // /healthz and /readyz; "" disables
+	DenyProfile     string   `json:"deny_profile"`     // magicx, apikey, mythiq or openai
+	KeyPrefix       string   `json:"key_prefix"`       // e.g. mgx-sk-
+	Realm           string   `json:"realm"`            // WWW-Authenticate realm
+	KeepCredentials bool     `json:"keep_credentials"` // forward Authorization/X-API-Key upstream
+	LogLevel        string   `json:"log_level"`        // debug, info, warn, error
+	ShutdownGrace   duration `json:"shutdown_grace"`   // in-flight checks get this long on stop
+	Vault           struct {
+		Address       string   `json:"address"`        // default $VAULT_ADDR
+		TokenFile     string   `json:"token_file"`     // default $VAULT_TOKEN
+		Mount         string   `json:"mount"`          // KV v2 mount
+		Path          string   `json:"path"`           // base path inside the mount
+		LookupTimeout duration `json:"lookup_timeout"` // cap on one Vault read while checking
+	} `json:"vault"`
+}
+
+func defaultConfig() config {
+	var c config
+	c.GRPCAddr = "127.0.0.1:9001"
+	c.HTTPAddr = "127.0.0.1:9002"
+	c.DenyProfile = authz.ProfileMagicx.String()
+	c.KeyPrefix = "mgx-sk-"
+	c.Realm = "keygate"
+	c.LogLevel = "info"
+	c.ShutdownGrace = duration(10 * time.Second)
+	c.Vault.Mount = "secret"
+	c.Vault.Path = "keygate"
+	c.Vault.LookupTimeout = duration(vaultstore.DefaultLookupTimeout)
+	return c
+}
+
+// commonFlags are the flags every command that talks to Vault accepts.
+type commonFlags struct {
+	configFile string
+	keyPrefix  string
+	mount      string
+	path       string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.configFile, "config", "", "configuration file (YAML)")
+	fs.StringVar(&c.keyPrefix, "key-prefix", "", "API key prefix (default from config: mgx-sk-)")
+	fs.StringVar(&c.mount, "vault-mount", "", "Vault KV v2 mount (default from config: secret)")
+	fs.StringVar(&c.path, "vault-path", "", "base path of keygate's records in the mount (default from config: keygate)")
+}
+
+// load reads the configuration file, if any, and applies the flags that were set.
+func (c *commonFlags) load() (config, error) {
+	cfg := defaultConfig()
+	if c.configFile != "" {
+		raw, err := os.ReadFile(c.configFile)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(raw, &cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", c.configFile, err)
+		}
+	}
+	for _, o := range []struct {
+		flag  string
+		field *string
+	}{
+		{c.keyPrefix, &cfg.KeyPrefix}, {c.mount, &cfg.Vault.Mount}, {c.path, &cfg.Vault.Path},
+	} {
+		if o.flag != "" {
+			*o.field = o.flag
+		}
+	}
+	return cfg, nil
+}
+
+func (cfg *config) format() (authz.Format, error) { return authz.NewFormat(cfg.KeyPrefix) }
+
+// vaultClient returns a Vault client from VAULT_ADDR, VAULT_TOKEN and the usual VAULT_*
+// variables, overridden by the config file. retries is the client's retry count for 5xx.
+func (cfg *config) vaultClient(retries int) (*api.Client, error) {
+	vc := api.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault config: %w", vc.Error)
+	}
+	if cfg.Vault.Address != "" {
+		vc.Address = cfg.Vault.Address
+	}
+	vc.MaxRetries = retries
+	client, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	if cfg.Vault.TokenFile != "" {
+		tok, err := os.ReadFile(cfg.Vault.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("vault token: %w", err)
+		}
+		client.SetToken(strings.TrimSpace(string(tok)))
+	}
+	if client.Token() == "" {
+		return nil, errors.New("no Vault token: set VAULT_TOKEN or vault.token_file in the config")
+	}
+	return client, nil
+}
+
+func (cfg *config) store(client *api.Client) (*vaultstore.Store, error) {
+	return vaultstore.New(vaultstore.Config{
+		Client:        client,
+		Mount:         cfg.Vault.Mount,
+		Path:          cfg.Vault.Path,
+		LookupTimeout: time.Duration(cfg.Vault.LookupTimeout),
+	})
+}
+
+func (cfg *config) logLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return 0, fmt.Errorf("log_level: %w", err)
+	}
+	return l, nil
+}
+
+// duration is a time.Duration written as "150ms", "10s" or "30d" in the config.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("duration must be a string such as \"150ms\" or \"30d\", got %s", b)
+	}
+	v, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+// parseDuration accepts Go durations ("90m", "1h30m") and whole days ("30d", "90d").
+func parseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days < 0 || days > 36500 {
+			return 0, fmt.Errorf("invalid duration %q: want whole days such as 30d", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: %w", s, err)
+	}
+	return d, nil
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/hashicorp/vault/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/envoy"
+)
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("keygate serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var common commonFlags
+	common.register(fs)
+	grpcAddr := fs.String("grpc-addr", "", "ext_authz gRPC listen address (default from config: 127.0.0.1:9001)")
+	httpAddr := fs.String("http-addr", "", "health listen address (default from config: 127.0.0.1:9002)")
+	profile := fs.String("deny-profile", "", "deny body profile: magicx, apikey, mythiq or openai (default from config: magicx)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default from config: info)")
+	if err := fs.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := common.load()
+	if err != nil {
+		return err
+	}
+	for _, o := range []struct {
+		flag  string
+		field *string
+	}{
+		{*grpcAddr, &cfg.GRPCAddr}, {*httpAddr, &cfg.HTTPAddr}, {*profile, &cfg.DenyProfile}, {*logLevel, &cfg.LogLevel},
+	} {
+		if o.flag != "" {
+			*o.field = o.flag
+		}
+	}
+	level, err := cfg.logLevel()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return serve(ctx, cfg, log)
+}
+
+// serve runs the servers until ctx ends, then stops them gracefully: health reports
+// NOT_SERVING first, in-flight checks get cfg.ShutdownGrace to finish.
+func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	format, err := cfg.format()
+	if err != nil {
+		return err
+	}
+	p, err := authz.ParseProfile(cfg.DenyProfile)
+	if err != nil {
+		return err
+	}
+	// No client retries on the check path: a retry cannot fit in the lookup timeout.
+	vaultClient, err := cfg.vaultClient(0)
+	if err != nil {
+		return err
+	}
+	store, err := cfg.store(vaultClient)
+	if err != nil {
+		return err
+	}
+	engine, err := authz.New(authz.Config{Format: format, Lookup: store, Profile: p, Realm: cfg.Realm})
+	if err != nil {
+		return err
+	}
+
+	g := grpc.NewServer()
+	envoy.NewServer(engine, envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log}).Register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	glis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc listener: %w", err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- g.Serve(glis) }()
+
+	var draining atomic.Bool
+	var hsrv *http.Server
+	if cfg.HTTPAddr != "" {
+		hlis, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			g.Stop()
+			return fmt.Errorf("http listener: %w", err)
+		}
+		hsrv = &http.Server{Handler: healthMux(&draining, vaultClient), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- hsrv.Serve(hlis) }()
+		log.Info("serving health", slog.String("addr", hlis.Addr().String()))
+	}
+	log.Info("serving ext_authz", slog.String("addr", glis.Addr().String()),
+		slog.String("deny_profile", p.String()), slog.String("key_prefix", format.Prefix()),
+		slog.String("vault_path", cfg.Vault.Mount+"/"+cfg.Vault.Path), slog.String("version", version))
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		g.Stop()
+		return fmt.Errorf("server stopped: %w", err)
+	}
+
+	log.Info("shutting down", slog.String("grace", time.Duration(cfg.ShutdownGrace).String()))
+	draining.Store(true)
+	hs.Shutdown() // every service NOT_SERVING, so Envoy's health checks move away first
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	grace := time.NewTimer(time.Duration(cfg.ShutdownGrace))
+	defer grace.Stop()
+	select {
+	case <-stopped:
+	case <-grace.C:
+		log.Warn("shutdown grace over; closing remaining connections")
+		g.Stop()
+	}
+	if hsrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = hsrv.Shutdown(sctx)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// healthMux serves /healthz (the process is up) and /readyz (it can decide: not
+// draining, and Vault answers).
+func healthMux(draining *atomic.Bool, vault *api.Client) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		h, err := vault.Sys().HealthWithContext(ctx)
+		switch {
+		case err != nil:
+			http.Error(w, "vault unreachable", http.StatusServiceUnavailable)
+		case !h.Initialized || h.Sealed:
+			http.Error(w, "vault sealed or uninitialized", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	return mux
+}

@@ -1,0 +1,91 @@
+package vaultstore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// tokenWithPolicy returns a client whose token has only the shipped policy file, with
+// its base path rewritten to base.
+func tokenWithPolicy(t *testing.T, file, base string) *api.Client {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := vault.Client(t, nil)
+	name := strings.ReplaceAll(base, "/", "-") + "-" + strings.TrimSuffix(file[len("policies/"):], ".hcl")
+	hcl := strings.ReplaceAll(string(raw), "secret/data/keygate/", "secret/data/"+base+"/")
+	hcl = strings.ReplaceAll(hcl, "secret/metadata/keygate/", "secret/metadata/"+base+"/")
+	if err := root.Sys().PutPolicy(name, hcl); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := root.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{name}, NoDefaultPolicy: true, TTL: "10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := vault.Client(t, nil)
+	c.SetToken(sec.Auth.ClientToken)
+	return c
+}
+
+// TestShippedPoliciesAreEnoughAndNoMore runs each command's operations with a token that
+// holds only the policy the README gives for it.
+func TestShippedPoliciesAreEnoughAndNoMore(t *testing.T) {
+	ctx := context.Background()
+	_, base := newStore(t, nil)
+	keysStore, err := New(Config{Client: tokenWithPolicy(t, "policies/keys.hcl", base), Path: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveStore, err := New(Config{Client: tokenWithPolicy(t, "policies/serve.hcl", base), Path: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	key, rec := issue(t, authz.KeySpec{Name: "policy"})
+	if err := keysStore.Create(ctx, rec); err != nil {
+		t.Fatalf("create with keys.hcl: %v", err)
+	}
+	if _, err := keysStore.List(ctx); err != nil {
+		t.Fatalf("list with keys.hcl: %v", err)
+	}
+	if _, err := keysStore.Get(ctx, rec.ID); err != nil {
+		t.Fatalf("show with keys.hcl: %v", err)
+	}
+	// A duplicate id makes Create undo its id entry: the delete capability is needed.
+	dup := rec
+	dup.ID = "key_BBBBBBBBBBBBBBBB"
+	if err := keysStore.Create(ctx, dup); !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate create with keys.hcl: %v", err)
+	}
+	if _, err := keysStore.Get(ctx, dup.ID); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("keys.hcl could not undo the refused id: %v", err)
+	}
+
+	if got, err := serveStore.Lookup(ctx, authz.HashKey(key)); err != nil || got.ID != rec.ID {
+		t.Fatalf("lookup with serve.hcl: %v", err)
+	}
+	_, other := issue(t, authz.KeySpec{Name: "not allowed"})
+	if err := serveStore.Create(ctx, other); !errors.Is(err, ErrVaultUnavailable) {
+		t.Fatalf("serve.hcl may create keys: %v", err)
+	}
+	if _, err := serveStore.List(ctx); err == nil {
+		t.Fatal("serve.hcl may list keys")
+	}
+	if _, err := serveStore.Revoke(ctx, rec.ID, time.Now()); err == nil {
+		t.Fatal("serve.hcl may revoke keys")
+	}
+
+	if _, err := keysStore.Revoke(ctx, rec.ID, time.Now()); err != nil {
+		t.Fatalf("revoke with keys.hcl: %v", err)
+	}
+}
