@@ -128,7 +128,7 @@ func (s storedRecord) record() (authz.Record, error) {
 }
 
 func (s *Store) recordPath(h authz.KeyHash) string { return s.base + "/records/" + h.String() }
-func (s *Store) idPath(id string) string          { return s.base + "/ids/" + id }
+func (s *Store) idPath(id string) string           { return s.base + "/ids/" + id }
 
 // Lookup returns the record of the key whose SHA-256 is hash: one Vault read.
 func (s *Store) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, error) {
