@@ -77,8 +77,9 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now}, nil
 }
 
-// Check decides req. A denial is a Decision, not an error: the error is non-nil only when
-// no decision could be made (the store is unavailable), and then wraps ErrStoreUnavailable.
+// Check decides req. A denial is a Decision, not an error. An unavailable or throttled
+// store is a 503 denial; the error is non-nil only when no decision could be made at all
+// (the store failed in a way it does not classify, such as a corrupt record).
 func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 	d := Decision{RequestID: req.RequestID}
 	if d.RequestID == "" {
@@ -94,9 +95,11 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 	case errors.Is(err, ErrKeyNotFound):
 		return e.deny(d, ReasonUnknownKey), nil
 	case errors.Is(err, ErrStoreUnavailable):
-		return d, err
+		return e.deny(d, ReasonUnavailable), nil
+	case errors.Is(err, ErrLookupThrottled):
+		return e.deny(d, ReasonThrottled), nil
 	case err != nil:
-		return d, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+		return d, fmt.Errorf("key lookup: %w", err)
 	case subtle.ConstantTimeCompare(rec.Hash[:], hash[:]) != 1:
 		// A store must never hand back another key's record; treat it as unknown.
 		return e.deny(d, ReasonUnknownKey), nil

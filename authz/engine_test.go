@@ -127,7 +127,7 @@ func TestCheckReasons(t *testing.T) {
 				if d.Record.ID != "key_Active0000000000" || d.Denial.Status != 0 || d.Denial.Body != "" {
 					t.Fatalf("allowed decision: record %q, denial %+v", d.Record.ID, d.Denial)
 				}
-			} else if d.Denial.Status != 401 || len(d.Denial.Body) == 0 || !strings.HasPrefix(d.Denial.WWWAuthenticate, `Bearer realm="keygate"`) {
+			} else if d.Denial.Status != 401 || d.Denial.RetryAfter != "" || len(d.Denial.Body) == 0 || !strings.HasPrefix(d.Denial.WWWAuthenticate, `Bearer realm="keygate"`) {
 				t.Fatalf("denial = %+v", d.Denial)
 			}
 			if !strings.HasPrefix(d.RequestID, "req_") || len(d.RequestID) != 36 {
@@ -150,23 +150,43 @@ func TestCheckKeepsRequestID(t *testing.T) {
 	}
 }
 
-func TestCheckStoreUnavailable(t *testing.T) {
-	fx := newFixture(t, ProfileMagicx)
-	fx.lookup.err = errors.New("dial tcp 127.0.0.1:8200: connection refused")
-	d, err := fx.engine.Check(context.Background(), &Request{APIKey: fx.active})
-	if !errors.Is(err, ErrStoreUnavailable) {
-		t.Fatalf("err = %v, want ErrStoreUnavailable", err)
-	}
-	if d.Allowed() {
-		t.Fatal("allowed while the store is unavailable")
-	}
-	if strings.Contains(err.Error(), fx.active) || strings.Contains(err.Error(), fx.active[7:]) {
-		t.Fatal("error carries key material")
-	}
-	// Format errors are still settled without the store.
-	d, err = fx.engine.Check(context.Background(), &Request{APIKey: fx.badChecksum})
-	if err != nil || d.Reason != ReasonBadChecksum {
-		t.Fatalf("bad checksum with store down: %v, %v", d.Reason, err)
+func TestCheckStoreFailures(t *testing.T) {
+	for name, tc := range map[string]struct {
+		err    error
+		reason Reason // ReasonUndecided: Check returns an error
+	}{
+		"unavailable":  {fmt.Errorf("vault: %w: dial tcp 127.0.0.1:8200: connection refused", ErrStoreUnavailable), ReasonUnavailable},
+		"throttled":    {ErrLookupThrottled, ReasonThrottled},
+		"unclassified": {errors.New("decode record: unexpected end of JSON input"), ReasonUndecided},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fx := newFixture(t, ProfileMagicx)
+			fx.lookup.err = tc.err
+			d, err := fx.engine.Check(context.Background(), &Request{APIKey: fx.active})
+			if d.Allowed() {
+				t.Fatal("allowed while the store fails")
+			}
+			if tc.reason == ReasonUndecided {
+				if err == nil || d.Reason != ReasonUndecided {
+					t.Fatalf("got %v, %v; want an error", d.Reason, err)
+				}
+				if strings.Contains(err.Error(), fx.active[7:]) {
+					t.Fatal("error carries key material")
+				}
+				return
+			}
+			if err != nil || d.Reason != tc.reason {
+				t.Fatalf("got %v, %v; want %v", d.Reason, err, tc.reason)
+			}
+			if d.Denial.Status != 503 || d.Denial.RetryAfter != "1" || d.Denial.WWWAuthenticate != "" {
+				t.Fatalf("denial %+v", d.Denial)
+			}
+			// Format errors are still settled without the store.
+			d, err = fx.engine.Check(context.Background(), &Request{APIKey: fx.badChecksum})
+			if err != nil || d.Reason != ReasonBadChecksum {
+				t.Fatalf("bad checksum with the store failing: %v, %v", d.Reason, err)
+			}
+		})
 	}
 }
 
@@ -203,6 +223,8 @@ func TestDenyBodiesGolden(t *testing.T) {
 	for p := Profile(0); p < numProfiles; p++ {
 		fx := newFixture(t, p)
 		reqs := map[Reason]Request{
+			ReasonUnavailable: {APIKey: fx.active, RequestID: "unavailable"},
+			ReasonThrottled:   {APIKey: fx.active, RequestID: "throttled"},
 			ReasonMissing:     {},
 			ReasonMalformed:   {Authorization: "Basic abc"},
 			ReasonBadChecksum: {APIKey: fx.badChecksum},
@@ -212,6 +234,7 @@ func TestDenyBodiesGolden(t *testing.T) {
 		}
 		for r, req := range reqs {
 			t.Run(fmt.Sprintf("%v/%v", p, r), func(t *testing.T) {
+				fx.lookup.err = map[string]error{"unavailable": ErrStoreUnavailable, "throttled": ErrLookupThrottled}[req.RequestID]
 				d, err := fx.engine.Check(context.Background(), &req)
 				if err != nil || d.Reason != r {
 					t.Fatalf("got %v, %v; want %v", d.Reason, err, r)

@@ -9,8 +9,12 @@ var (
 	ErrKeyNotFound = errors.New("api key not found")
 
 	// ErrStoreUnavailable means the key store could not answer (unreachable, timed
-	// out, 5xx). The engine returns it wrapped: keygate could not decide.
+	// out, 5xx) and had nothing usable cached. The engine denies with a 503.
 	ErrStoreUnavailable = errors.New("key store unavailable")
+
+	// ErrLookupThrottled means the store declined to look up an uncached key because its
+	// miss budget is spent (a flood of unknown keys). The engine denies with a 503.
+	ErrLookupThrottled = errors.New("key lookup throttled")
 
 	// ErrInvalidPrefix is returned by NewFormat for an unusable key prefix.
 	ErrInvalidPrefix = errors.New("invalid key prefix")

@@ -24,6 +24,8 @@ const (
 	ReasonUnknownKey                // checksum holds but no record has the key's hash
 	ReasonRevoked                   // the key's record is revoked
 	ReasonExpired                   // the key's record is past its expiry
+	ReasonUnavailable               // the store could not answer and nothing usable is cached (503)
+	ReasonThrottled                 // an uncached key over the store's miss budget (503)
 	numReasons
 )
 
@@ -36,6 +38,8 @@ var reasonCodes = [numReasons]string{
 	ReasonUnknownKey:  "unknown_key",
 	ReasonRevoked:     "revoked_key",
 	ReasonExpired:     "expired_key",
+	ReasonUnavailable: "store_unavailable",
+	ReasonThrottled:   "lookup_throttled",
 }
 
 func (r Reason) String() string {
@@ -92,12 +96,25 @@ func ParseProfile(name string) (Profile, error) {
 	return 0, fmt.Errorf("%w: %q (want one of %q)", ErrInvalidProfile, name, profileNames)
 }
 
-// Denial is how a request is refused: the HTTP status, the JSON body and, for a 401, the
-// WWW-Authenticate challenge.
+// Denial is how a request is refused: the HTTP status, the JSON body, for a 401 the
+// WWW-Authenticate challenge, and for a 503 the Retry-After seconds.
 type Denial struct {
 	Status          int
 	Body            string
 	WWWAuthenticate string
+	RetryAfter      string
+}
+
+// retryAfterSeconds is what a 503 asks clients to wait: the store or the miss budget
+// usually recovers within a second.
+const retryAfterSeconds = "1"
+
+// status is the HTTP status of a denial for reason r.
+func (r Reason) status() int {
+	if r == ReasonUnavailable || r == ReasonThrottled {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusUnauthorized
 }
 
 // denier renders denials for one profile. Bodies that depend only on the reason are
@@ -115,11 +132,13 @@ func newDenier(p Profile, prefix, realm string) (*denier, error) {
 	}
 	d := &denier{profile: p, prefix: prefix}
 	for r := ReasonMissing; r < numReasons; r++ {
-		d.static[r] = Denial{
-			Status:          http.StatusUnauthorized,
-			Body:            d.body(r, nil),
-			WWWAuthenticate: challenge(realm, r),
+		den := Denial{Status: r.status(), Body: d.body(r, nil)}
+		if den.Status == http.StatusUnauthorized {
+			den.WWWAuthenticate = challenge(realm, r)
+		} else {
+			den.RetryAfter = retryAfterSeconds
 		}
+		d.static[r] = den
 	}
 	return d, nil
 }
@@ -146,6 +165,9 @@ func challenge(realm string, r Reason) string {
 		return v + `, error="invalid_token"`
 	}
 }
+
+// unavailableMessage is every profile's message for a 503: none of the documents has one.
+const unavailableMessage = "Authentication is temporarily unavailable. Please retry shortly."
 
 // Bodies, with fields in the order the documents show them.
 type (
@@ -190,6 +212,7 @@ type (
 
 func (d *denier) body(r Reason, rec *Record) string {
 	var v any
+	unavailable := r.status() == http.StatusServiceUnavailable
 	switch d.profile {
 	case ProfileMagicx:
 		e := magicxError{Code: "AUTH_KEY_INVALID", Message: "API key is invalid, expired, or revoked", Status: http.StatusUnauthorized}
@@ -198,6 +221,9 @@ func (d *denier) body(r Reason, rec *Record) string {
 			e.Code, e.Message = "AUTH_MISSING", "Authorization header required"
 		case ReasonMalformed:
 			e.Code, e.Message = "AUTH_INVALID_FORMAT", "Invalid authorization format. Expected: Bearer "+d.prefix+"..."
+		}
+		if unavailable {
+			e.Code, e.Message, e.Status = "AUTH_UNAVAILABLE", unavailableMessage, http.StatusServiceUnavailable
 		}
 		v = magicxBody{Error: e}
 	case ProfileAPIKey:
@@ -211,18 +237,26 @@ func (d *denier) body(r Reason, rec *Record) string {
 			e.Details = &apikeyDetail{ExpiredAt: rec.ExpiresAt.UTC().Format(time.RFC3339)}
 		case r == ReasonRevoked && rec != nil:
 			e.Details = &apikeyDetail{KeyID: rec.ID}
+		case unavailable:
+			e.Code, e.Message = "AUTH_UNAVAILABLE", unavailableMessage
 		}
 		v = apikeyBody{Error: e}
 	case ProfileMythIQ:
 		b := mythiqBody{Message: "Invalid API key", Code: "authentication_error"}
-		if r == ReasonMissing {
+		switch {
+		case r == ReasonMissing:
 			b.Message = "API key is missing"
+		case unavailable:
+			b.Message, b.Code = unavailableMessage, "service_unavailable"
 		}
 		v = b
 	case ProfileOpenAI:
 		e := openaiError{Message: "Your API key is missing or invalid.", Type: "invalid_request_error", Code: "invalid_api_key"}
-		if r == ReasonMissing {
+		switch {
+		case r == ReasonMissing:
 			e.Code = "missing_api_key"
+		case unavailable:
+			e.Message, e.Type, e.Code = unavailableMessage, "server_error", "service_unavailable"
 		}
 		v = openaiBody{Error: e}
 	}

@@ -79,7 +79,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		if errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled) {
 			return nil, status.Error(codes.Canceled, "check canceled")
 		}
-		return nil, status.Error(codes.Unavailable, "keygate could not decide: key store unavailable")
+		return nil, status.Error(codes.Unavailable, "keygate could not decide")
 	}
 	if !d.Allowed() {
 		if s.log.Enabled(ctx, slog.LevelInfo) {
@@ -168,6 +168,9 @@ func denied(d *authz.Decision) *authv3.CheckResponse {
 	headers = append(headers, overwrite("content-type", "application/json"))
 	if d.Denial.WWWAuthenticate != "" {
 		headers = append(headers, overwrite("www-authenticate", d.Denial.WWWAuthenticate))
+	}
+	if d.Denial.RetryAfter != "" {
+		headers = append(headers, overwrite("retry-after", d.Denial.RetryAfter))
 	}
 	headers = append(headers, overwrite(HeaderRequestID, d.RequestID))
 	return &authv3.CheckResponse{

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -359,7 +360,7 @@ func TestBadChecksumCausesNoVaultRead(t *testing.T) {
 	}
 }
 
-func TestUndecidedIsAGRPCError(t *testing.T) {
+func TestVaultDownIs503(t *testing.T) {
 	cfg := api.DefaultConfig()
 	cfg.Address = "http://127.0.0.1:1"
 	cfg.MaxRetries = 0
@@ -372,18 +373,44 @@ func TestUndecidedIsAGRPCError(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, down, authz.ProfileMagicx), Options{}))
-	_, err = client.Check(context.Background(), envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active}))
-	if status.Code(err) != codes.Unavailable {
-		t.Fatalf("Check with Vault down: %v, want Unavailable", err)
+	client := serve(t, NewServer(newEngine(t, down, authz.ProfileOpenAI), Options{}))
+	resp, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active}))
+	if err != nil {
+		t.Fatalf("Check with Vault down: %v, want a 503 denial", err)
 	}
-	if strings.Contains(err.Error(), ks.active[len(prefix):len(prefix)+authz.RandomLen]) {
-		t.Fatal("the error carries key material")
+	dr := resp.GetDeniedResponse()
+	if codes.Code(resp.GetStatus().GetCode()) != codes.Unavailable || dr.GetStatus().GetCode() != 503 {
+		t.Fatalf("response %v", resp)
+	}
+	if want := golden(t, authz.ProfileOpenAI, authz.ReasonUnavailable, authz.Record{}); dr.GetBody() != want {
+		t.Fatalf("body %s, want %s", dr.GetBody(), want)
+	}
+	if h := headerMap(dr.GetHeaders()); h["retry-after"] != "1" || h["www-authenticate"] != "" {
+		t.Fatalf("headers %v", h)
 	}
 	// Missing and malformed credentials are still decided without Vault.
-	resp, err := client.Check(context.Background(), envoyRequest(t, nil))
-	if err != nil || resp.GetDeniedResponse() == nil {
+	resp, err = client.Check(context.Background(), envoyRequest(t, nil))
+	if err != nil || resp.GetDeniedResponse().GetStatus().GetCode() != 401 {
 		t.Fatalf("missing key with Vault down: %v, %v", resp, err)
+	}
+}
+
+// corruptLookup fails in a way the engine cannot classify.
+type corruptLookup struct{}
+
+func (corruptLookup) Lookup(context.Context, authz.KeyHash) (authz.Record, error) {
+	return authz.Record{}, errors.New("decode record: unexpected end of JSON input")
+}
+
+func TestUndecidedIsAGRPCError(t *testing.T) {
+	ks := newKeyset(t)
+	client := serve(t, NewServer(newEngine(t, corruptLookup{}, authz.ProfileMagicx), Options{}))
+	_, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active}))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Check with a corrupt store: %v, want a gRPC Unavailable error", err)
+	}
+	if strings.Contains(err.Error(), "decode") {
+		t.Fatal("the gRPC error exposes internals")
 	}
 }
 
