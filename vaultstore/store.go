@@ -130,6 +130,14 @@ func (s storedRecord) record() (authz.Record, error) {
 func (s *Store) recordPath(h authz.KeyHash) string { return s.base + "/records/" + h.String() }
 func (s *Store) idPath(id string) string           { return s.base + "/ids/" + id }
 
+// readCap bounds a read made on behalf of the check path when no caller deadline applies.
+func (s *Store) readCap() time.Duration {
+	if s.lookupTimeout > 0 {
+		return s.lookupTimeout
+	}
+	return 2 * time.Second
+}
+
 // Lookup returns the record of the key whose SHA-256 is hash: one Vault read.
 func (s *Store) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, error) {
 	if s.lookupTimeout > 0 {
@@ -270,19 +278,23 @@ func (s *Store) List(ctx context.Context) ([]authz.Record, error) {
 	return out, nil
 }
 
-// Revoke marks the key with the given id revoked at the given time and returns its
-// record. Revoking a revoked key changes nothing and is not an error.
+// Revoke marks the key with the given id revoked at the given time, announces the
+// change on the change feed, and returns the record. Revoking a revoked key keeps the
+// first revocation time and announces it again, so re-running a revoke whose
+// announcement failed completes it.
 func (s *Store) Revoke(ctx context.Context, id string, at time.Time) (authz.Record, error) {
 	r, version, err := s.get(ctx, id)
 	if err != nil {
 		return authz.Record{}, err
 	}
-	if !r.RevokedAt.IsZero() {
-		return r, nil
+	if r.RevokedAt.IsZero() {
+		r.RevokedAt = at.UTC().Truncate(time.Second)
+		if err := s.write(ctx, s.recordPath(r.Hash), toStored(r), version); err != nil {
+			return authz.Record{}, err
+		}
 	}
-	r.RevokedAt = at.UTC().Truncate(time.Second)
-	if err := s.write(ctx, s.recordPath(r.Hash), toStored(r), version); err != nil {
-		return authz.Record{}, err
+	if err := s.publish(ctx, r.Hash); err != nil {
+		return r, fmt.Errorf("revoked, but replicas may serve the key from cache until it expires there (run the revoke again): %w", err)
 	}
 	return r, nil
 }

@@ -31,9 +31,36 @@ type Server struct {
 	Token string // root token
 	Bin   string // path of the vault binary
 
+	port int
 	cmd  *exec.Cmd
 	log  *os.File
 	done chan struct{}
+}
+
+// Pause freezes the server (SIGSTOP): connections are accepted by the kernel but never
+// answered, as with a hung Vault. Resume undoes it.
+func (s *Server) Pause() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again (SIGCONT).
+func (s *Server) Resume() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Kill ends the server at once (SIGKILL), as a crash would.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Restart starts a new dev server on the same address with the same root token, after
+// Kill. A dev server keeps nothing: its KV store starts empty.
+func (s *Server) Restart() error {
+	s.log.Close()
+	os.Remove(s.log.Name())
+	n, err := start(s.Bin, s.port, s.Token)
+	if err != nil {
+		return err
+	}
+	*s = *n
+	return nil
 }
 
 // Main starts a dev server, stores it in *srv, runs the package's tests and stops the
@@ -57,7 +84,15 @@ func Start() (*Server, error) {
 	}
 	var lastErr error
 	for range 3 { // the free port may be taken between probing and binding
-		s, err := start(bin)
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		var tok [16]byte
+		if _, err := rand.Read(tok[:]); err != nil {
+			return nil, err
+		}
+		s, err := start(bin, port, "root-"+hex.EncodeToString(tok[:]))
 		if err == nil {
 			return s, nil
 		}
@@ -113,21 +148,15 @@ func moduleRoot() (string, error) {
 	}
 }
 
-func start(bin string) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	var tok [16]byte
-	if _, err := rand.Read(tok[:]); err != nil {
-		return nil, err
-	}
+func start(bin string, port int, token string) (*Server, error) {
 	s := &Server{
 		Addr:  fmt.Sprintf("http://127.0.0.1:%d", port),
-		Token: "root-" + hex.EncodeToString(tok[:]),
+		Token: token,
 		Bin:   bin,
+		port:  port,
 		done:  make(chan struct{}),
 	}
+	var err error
 	s.log, err = os.CreateTemp("", "vault-dev-*.log")
 	if err != nil {
 		return nil, err
@@ -182,6 +211,7 @@ func (s *Server) Logs() string {
 // Stop stops the server and removes its log.
 func (s *Server) Stop() {
 	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT) // in case it was paused
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-s.done:
