@@ -35,6 +35,15 @@ type config struct {
 		Path          string   `json:"path"`           // base path inside the mount
 		LookupTimeout duration `json:"lookup_timeout"` // cap on one Vault read while checking
 	} `json:"vault"`
+	Cache struct {
+		Size         int      `json:"size"`          // records, known and unknown
+		TTL          duration `json:"ttl"`           // a record is read again after this
+		NegativeTTL  duration `json:"negative_ttl"`  // an unknown key is re-checked after this
+		StaleFor     duration `json:"stale_for"`     // serve past the TTL while Vault is down
+		MissRate     float64  `json:"miss_rate"`     // Vault reads/s for uncached keys
+		MissBurst    int      `json:"miss_burst"`    // reads at once for uncached keys
+		PollInterval duration `json:"poll_interval"` // change feed (revocations) poll
+	} `json:"cache"`
 }
 
 func defaultConfig() config {
@@ -49,6 +58,13 @@ func defaultConfig() config {
 	c.Vault.Mount = "secret"
 	c.Vault.Path = "keygate"
 	c.Vault.LookupTimeout = duration(vaultstore.DefaultLookupTimeout)
+	c.Cache.Size = 100_000
+	c.Cache.TTL = duration(5 * time.Minute)
+	c.Cache.NegativeTTL = duration(30 * time.Second)
+	c.Cache.StaleFor = duration(time.Hour)
+	c.Cache.MissRate = 100
+	c.Cache.MissBurst = 200
+	c.Cache.PollInterval = duration(500 * time.Millisecond)
 	return c
 }
 
@@ -67,8 +83,8 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.path, "vault-path", "", "base path of keygate's records in the mount (default from config: keygate)")
 }
 
-// load reads the configuration file, if any, and applies the flags that were set.
-func (c *commonFlags) load() (config, error) {
+// load reads the configuration file, if any, and applies the common flags that were set.
+func (c *commonFlags) load(fs *flag.FlagSet) (config, error) {
 	cfg := defaultConfig()
 	if c.configFile != "" {
 		raw, err := os.ReadFile(c.configFile)
@@ -79,17 +95,25 @@ func (c *commonFlags) load() (config, error) {
 			return cfg, fmt.Errorf("config %s: %w", c.configFile, err)
 		}
 	}
-	for _, o := range []struct {
-		flag  string
-		field *string
-	}{
-		{c.keyPrefix, &cfg.KeyPrefix}, {c.mount, &cfg.Vault.Mount}, {c.path, &cfg.Vault.Path},
-	} {
-		if o.flag != "" {
-			*o.field = o.flag
-		}
-	}
+	setFlags(fs, map[string]flagField{
+		"key-prefix":  {&c.keyPrefix, &cfg.KeyPrefix},
+		"vault-mount": {&c.mount, &cfg.Vault.Mount},
+		"vault-path":  {&c.path, &cfg.Vault.Path},
+	})
 	return cfg, nil
+}
+
+// flagField pairs a string flag's value with the config field it overrides.
+type flagField struct{ value, field *string }
+
+// setFlags copies every flag set on the command line into its config field, so an
+// explicit empty value (--http-addr "") overrides too.
+func setFlags(fs *flag.FlagSet, fields map[string]flagField) {
+	fs.Visit(func(f *flag.Flag) {
+		if ff, ok := fields[f.Name]; ok {
+			*ff.field = *ff.value
+		}
+	})
 }
 
 func (cfg *config) format() (authz.Format, error) { return authz.NewFormat(cfg.KeyPrefix) }
@@ -128,6 +152,15 @@ func (cfg *config) store(client *api.Client) (*vaultstore.Store, error) {
 		Mount:         cfg.Vault.Mount,
 		Path:          cfg.Vault.Path,
 		LookupTimeout: time.Duration(cfg.Vault.LookupTimeout),
+	})
+}
+
+func (cfg *config) cache(store *vaultstore.Store) (*vaultstore.Cache, error) {
+	c := cfg.Cache
+	return vaultstore.NewCache(store, vaultstore.CacheConfig{
+		Size: c.Size, TTL: time.Duration(c.TTL), NegativeTTL: time.Duration(c.NegativeTTL),
+		StaleFor: time.Duration(c.StaleFor), MissRate: c.MissRate, MissBurst: c.MissBurst,
+		PollInterval: time.Duration(c.PollInterval),
 	})
 }
 

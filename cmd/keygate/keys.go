@@ -83,7 +83,7 @@ func (c *keysCommand) parse(args []string, positional bool) (string, error) {
 }
 
 func (c *keysCommand) open() (config, *vaultstore.Store, error) {
-	cfg, err := c.common.load()
+	cfg, err := c.common.load(c.fs)
 	if err != nil {
 		return cfg, nil, err
 	}

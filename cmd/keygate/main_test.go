@@ -159,9 +159,17 @@ func TestKeyCreatedByCLIIsAllowed(t *testing.T) {
 	if _, _, err = cli(t, "keys", "revoke", "--vault-path", base, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	out, _, err = cli(t, "check", "--addr", grpcAddr, "-H", "X-API-Key: "+k.Key)
+	// The server cached the key; the change feed carries the revocation to it.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		out, _, err = cli(t, "check", "--addr", grpcAddr, "-H", "X-API-Key: "+k.Key)
+		if errors.Is(err, exitCode(3)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if !errors.Is(err, exitCode(3)) || !strings.Contains(out, `"key_id":"`+k.ID+`"`) {
-		t.Fatalf("check with the revoked key: %v\n%s", err, out)
+		t.Fatalf("check with the revoked key, 2s after the revoke: %v\n%s", err, out)
 	}
 	out, _, err = cli(t, "keys", "list", "--vault-path", base, "--json")
 	if err != nil || !strings.Contains(out, `"status":"revoked"`) {

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/hashicorp/vault/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
+	"github.com/keygate/keygate/vaultstore"
 )
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -36,20 +36,16 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := common.load()
+	cfg, err := common.load(fs)
 	if err != nil {
 		return err
 	}
-	for _, o := range []struct {
-		flag  string
-		field *string
-	}{
-		{*grpcAddr, &cfg.GRPCAddr}, {*httpAddr, &cfg.HTTPAddr}, {*profile, &cfg.DenyProfile}, {*logLevel, &cfg.LogLevel},
-	} {
-		if o.flag != "" {
-			*o.field = o.flag
-		}
-	}
+	setFlags(fs, map[string]flagField{
+		"grpc-addr":    {grpcAddr, &cfg.GRPCAddr},
+		"http-addr":    {httpAddr, &cfg.HTTPAddr},
+		"deny-profile": {profile, &cfg.DenyProfile},
+		"log-level":    {logLevel, &cfg.LogLevel},
+	})
 	level, err := cfg.logLevel()
 	if err != nil {
 		return err
@@ -78,7 +74,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	engine, err := authz.New(authz.Config{Format: format, Lookup: store, Profile: p, Realm: cfg.Realm})
+	cache, err := cfg.cache(store)
+	if err != nil {
+		return err
+	}
+	engine, err := authz.New(authz.Config{Format: format, Lookup: cache, Profile: p, Realm: cfg.Realm})
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	envoy.NewServer(engine, envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log}).Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
-	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	var draining atomic.Bool
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	go cache.Run(runCtx)
+	go watchReadiness(runCtx, cache, &draining, hs, time.Duration(cfg.Cache.PollInterval), log)
 
 	glis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -96,7 +100,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(glis) }()
 
-	var draining atomic.Bool
 	var hsrv *http.Server
 	if cfg.HTTPAddr != "" {
 		hlis, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -104,7 +107,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 			g.Stop()
 			return fmt.Errorf("http listener: %w", err)
 		}
-		hsrv = &http.Server{Handler: healthMux(&draining, vaultClient), ReadHeaderTimeout: 5 * time.Second}
+		hsrv = &http.Server{Handler: healthMux(&draining, cache), ReadHeaderTimeout: 5 * time.Second}
 		go func() { errc <- hsrv.Serve(hlis) }()
 		log.Info("serving health", slog.String("addr", hlis.Addr().String()))
 	}
@@ -121,6 +124,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	log.Info("shutting down", slog.String("grace", time.Duration(cfg.ShutdownGrace).String()))
 	draining.Store(true)
+	stopRun()
 	hs.Shutdown() // every service NOT_SERVING, so Envoy's health checks move away first
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
@@ -141,29 +145,49 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	return nil
 }
 
-// healthMux serves /healthz (the process is up) and /readyz (it can decide: not
-// draining, and Vault answers).
-func healthMux(draining *atomic.Bool, vault *api.Client) http.Handler {
+// ready reports whether keygate can decide: not shutting down, and Vault answered
+// within the cache's stale window.
+func ready(draining *atomic.Bool, cache *vaultstore.Cache) bool {
+	return !draining.Load() && cache.Ready()
+}
+
+// watchReadiness mirrors readiness into the gRPC health service, so Envoy's health
+// checks stop sending checks to a replica that cannot decide.
+func watchReadiness(ctx context.Context, cache *vaultstore.Cache, draining *atomic.Bool, hs *health.Server, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := healthpb.HealthCheckResponse_UNKNOWN
+	for {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ready(draining, cache) {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		if st != last && !draining.Load() {
+			hs.SetServingStatus("", st)
+			hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+			log.Info("health", slog.String("status", st.String()))
+			last = st
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// healthMux serves /healthz (the process is up) and /readyz (it can decide).
+func healthMux(draining *atomic.Bool, cache *vaultstore.Cache) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if draining.Load() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		if !ready(draining, cache) {
+			http.Error(w, "not ready: shutting down, or Vault unreachable for longer than the stale window", http.StatusServiceUnavailable)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		defer cancel()
-		h, err := vault.Sys().HealthWithContext(ctx)
-		switch {
-		case err != nil:
-			http.Error(w, "vault unreachable", http.StatusServiceUnavailable)
-		case !h.Initialized || h.Sealed:
-			http.Error(w, "vault sealed or uninitialized", http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ok")
-		}
+		fmt.Fprintln(w, "ok")
 	})
 	return mux
 }
