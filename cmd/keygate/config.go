@@ -1,7 +1,7 @@
 package main
 
 import (
-	"errors"
+	"cmp"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -34,6 +34,14 @@ type config struct {
 		Mount         string   `json:"mount"`          // KV v2 mount
 		Path          string   `json:"path"`           // base path inside the mount
 		LookupTimeout duration `json:"lookup_timeout"` // cap on one Vault read while checking
+		Auth          struct {
+			Method       string `json:"method"`         // token (default), approle or cert
+			Mount        string `json:"mount"`          // auth mount; default the method's name
+			RoleIDFile   string `json:"role_id_file"`   // approle
+			SecretIDFile string `json:"secret_id_file"` // approle
+			CertRole     string `json:"cert_role"`      // cert: role to log in as
+		} `json:"auth"`
+		TLS vaultTLS `json:"tls"`
 	} `json:"vault"`
 	Cache struct {
 		Size         int      `json:"size"`          // records, known and unknown
@@ -66,6 +74,14 @@ func defaultConfig() config {
 	c.Cache.MissBurst = 200
 	c.Cache.PollInterval = duration(500 * time.Millisecond)
 	return c
+}
+
+// vaultTLS is how keygate connects to a Vault served over TLS.
+type vaultTLS struct {
+	CACert     string `json:"ca_cert"`     // default $VAULT_CACERT
+	ClientCert string `json:"client_cert"` // default $VAULT_CLIENT_CERT; needed for cert auth
+	ClientKey  string `json:"client_key"`  // default $VAULT_CLIENT_KEY
+	ServerName string `json:"server_name"` // default $VAULT_TLS_SERVER_NAME
 }
 
 // commonFlags are the flags every command that talks to Vault accepts.
@@ -119,31 +135,49 @@ func setFlags(fs *flag.FlagSet, fields map[string]flagField) {
 func (cfg *config) format() (authz.Format, error) { return authz.NewFormat(cfg.KeyPrefix) }
 
 // vaultClient returns a Vault client from VAULT_ADDR, VAULT_TOKEN and the usual VAULT_*
-// variables, overridden by the config file. retries is the client's retry count for 5xx.
-func (cfg *config) vaultClient(retries int) (*api.Client, error) {
+// variables, overridden by the config file, and an Authenticator for the configured
+// auth method. retries is the client's retry count for 5xx answers.
+func (cfg *config) vaultClient(retries int, log *slog.Logger) (*api.Client, *vaultstore.Authenticator, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
-		return nil, fmt.Errorf("vault config: %w", vc.Error)
+		return nil, nil, fmt.Errorf("vault config: %w", vc.Error)
 	}
 	if cfg.Vault.Address != "" {
 		vc.Address = cfg.Vault.Address
 	}
+	if t := cfg.Vault.TLS; t != (vaultTLS{}) {
+		// Settings the file leaves out keep their VAULT_* environment values.
+		tc := api.TLSConfig{
+			CACert:        cmp.Or(t.CACert, os.Getenv(api.EnvVaultCACert)),
+			ClientCert:    cmp.Or(t.ClientCert, os.Getenv(api.EnvVaultClientCert)),
+			ClientKey:     cmp.Or(t.ClientKey, os.Getenv(api.EnvVaultClientKey)),
+			TLSServerName: cmp.Or(t.ServerName, os.Getenv(api.EnvVaultTLSServerName)),
+		}
+		if err := vc.ConfigureTLS(&tc); err != nil {
+			return nil, nil, fmt.Errorf("vault tls: %w", err)
+		}
+	}
 	vc.MaxRetries = retries
 	client, err := api.NewClient(vc)
 	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
+		return nil, nil, fmt.Errorf("vault client: %w", err)
 	}
 	if cfg.Vault.TokenFile != "" {
 		tok, err := os.ReadFile(cfg.Vault.TokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("vault token: %w", err)
+			return nil, nil, fmt.Errorf("vault token: %w", err)
 		}
 		client.SetToken(strings.TrimSpace(string(tok)))
 	}
-	if client.Token() == "" {
-		return nil, errors.New("no Vault token: set VAULT_TOKEN or vault.token_file in the config")
+	a := cfg.Vault.Auth
+	auth, err := vaultstore.NewAuthenticator(client, vaultstore.AuthConfig{
+		Method: a.Method, Mount: a.Mount, RoleIDFile: a.RoleIDFile, SecretIDFile: a.SecretIDFile,
+		CertRole: a.CertRole, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return client, nil
+	return client, auth, nil
 }
 
 func (cfg *config) store(client *api.Client) (*vaultstore.Store, error) {

@@ -82,13 +82,16 @@ func (c *keysCommand) parse(args []string, positional bool) (string, error) {
 	return arg, nil
 }
 
-func (c *keysCommand) open() (config, *vaultstore.Store, error) {
+func (c *keysCommand) open(ctx context.Context) (config, *vaultstore.Store, error) {
 	cfg, err := c.common.load(c.fs)
 	if err != nil {
 		return cfg, nil, err
 	}
-	client, err := cfg.vaultClient(2)
+	client, auth, err := cfg.vaultClient(2, nil)
 	if err != nil {
+		return cfg, nil, err
+	}
+	if _, err := auth.Login(ctx); err != nil {
 		return cfg, nil, err
 	}
 	store, err := cfg.store(client)
@@ -152,7 +155,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		spec.ExpiresAt = now.Add(d)
 	}
-	cfg, store, err := c.open()
+	cfg, store, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -185,7 +188,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := c.parse(args, false); err != nil {
 		return err
 	}
-	_, store, err := c.open()
+	_, store, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -219,7 +222,7 @@ func keysOne(ctx context.Context, cmd string, args []string, stdout, stderr io.W
 	if id == "" {
 		return fmt.Errorf("keys %s: a key id is required (keygate keys list shows them)", cmd)
 	}
-	_, store, err := c.open()
+	_, store, err := c.open(ctx)
 	if err != nil {
 		return err
 	}

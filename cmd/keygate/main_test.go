@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -311,4 +312,46 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestAppRoleFromConfig logs the CLI in with AppRole credentials named in the config.
+func TestAppRoleFromConfig(t *testing.T) {
+	base := useVault(t)
+	root := vault.Client(t, nil)
+	mount := "approle-cli-" + base[len(base)-12:]
+	if err := root.Sys().EnableAuthWithOptions(mount, &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	policy := `path "secret/data/` + base + `/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/` + base + `/ids" { capabilities = ["list"] }`
+	if err := root.Sys().PutPolicy(mount, policy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().Write("auth/"+mount+"/role/keys", map[string]any{"token_policies": mount}); err != nil {
+		t.Fatal(err)
+	}
+	rid, err := root.Logical().Read("auth/" + mount + "/role/keys/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := root.Logical().Write("auth/"+mount+"/role/keys/secret-id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	roleFile, secretFile := filepath.Join(dir, "role_id"), filepath.Join(dir, "secret_id")
+	for f, v := range map[string]string{roleFile: rid.Data["role_id"].(string), secretFile: sid.Data["secret_id"].(string)} {
+		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("VAULT_TOKEN", "")
+	cfg := writeConfig(t, fmt.Sprintf("vault:\n  path: %s\n  auth:\n    method: approle\n    mount: %s\n    role_id_file: %s\n    secret_id_file: %s\n",
+		base, mount, roleFile, secretFile))
+	if out, stderr, err := cli(t, "keys", "create", "--config", cfg, "--name", "via approle", "--json"); err != nil || !strings.Contains(out, `"key":"mgx-sk-`) {
+		t.Fatalf("keys create with approle: %v\n%s%s", err, out, stderr)
+	}
+	if out, _, err := cli(t, "keys", "list", "--config", cfg); err != nil || !strings.Contains(out, "via approle") {
+		t.Fatalf("keys list with approle: %v\n%s", err, out)
+	}
 }

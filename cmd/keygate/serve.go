@@ -66,8 +66,13 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	// No client retries on the check path: a retry cannot fit in the lookup timeout.
-	vaultClient, err := cfg.vaultClient(0)
+	vaultClient, auth, err := cfg.vaultClient(0, log)
 	if err != nil {
+		return err
+	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	if err := auth.Start(runCtx); err != nil {
 		return err
 	}
 	store, err := cfg.store(vaultClient)
@@ -88,8 +93,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	var draining atomic.Bool
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
 	go cache.Run(runCtx)
 	go watchReadiness(runCtx, cache, &draining, hs, time.Duration(cfg.Cache.PollInterval), log)
 

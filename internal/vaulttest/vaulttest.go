@@ -8,6 +8,8 @@ package vaulttest
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -31,10 +33,14 @@ type Server struct {
 	Token string // root token
 	Bin   string // path of the vault binary
 
-	port int
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{}
+	// CACert is the PEM file of the CA that signed the server's certificate; "" on HTTP.
+	CACert string
+
+	port   int
+	tlsDir string
+	cmd    *exec.Cmd
+	log    *os.File
+	done   chan struct{}
 }
 
 // Pause freezes the server (SIGSTOP): connections are accepted by the kernel but never
@@ -55,7 +61,10 @@ func (s *Server) Kill() {
 func (s *Server) Restart() error {
 	s.log.Close()
 	os.Remove(s.log.Name())
-	n, err := start(s.Bin, s.port, s.Token)
+	if s.tlsDir != "" {
+		os.RemoveAll(s.tlsDir)
+	}
+	n, err := start(s.Bin, s.port, s.Token, s.CACert != "")
 	if err != nil {
 		return err
 	}
@@ -76,8 +85,14 @@ func Main(m *testing.M, srv **Server) int {
 	return m.Run()
 }
 
-// Start builds (once per machine) and starts a Vault dev server.
-func Start() (*Server, error) {
+// Start builds (once per machine) and starts a Vault dev server on plain HTTP.
+func Start() (*Server, error) { return startWith(false) }
+
+// StartTLS starts a Vault dev server with TLS (-dev-tls): its listener asks clients for
+// certificates, so TLS certificate auth works. CACert is the CA to trust.
+func StartTLS() (*Server, error) { return startWith(true) }
+
+func startWith(useTLS bool) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -92,7 +107,7 @@ func Start() (*Server, error) {
 		if _, err := rand.Read(tok[:]); err != nil {
 			return nil, err
 		}
-		s, err := start(bin, port, "root-"+hex.EncodeToString(tok[:]))
+		s, err := start(bin, port, "root-"+hex.EncodeToString(tok[:]), useTLS)
 		if err == nil {
 			return s, nil
 		}
@@ -148,7 +163,7 @@ func moduleRoot() (string, error) {
 	}
 }
 
-func start(bin string, port int, token string) (*Server, error) {
+func start(bin string, port int, token string, useTLS bool) (*Server, error) {
 	s := &Server{
 		Addr:  fmt.Sprintf("http://127.0.0.1:%d", port),
 		Token: token,
@@ -161,11 +176,20 @@ func start(bin string, port int, token string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "server", "-dev",
+	args := []string{"server", "-dev",
 		"-dev-listen-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"-dev-root-token-id", s.Token,
 		"-dev-no-store-token",
-		"-log-level", "warn")
+		"-log-level", "warn"}
+	if useTLS {
+		if s.tlsDir, err = os.MkdirTemp("", "vault-dev-tls-"); err != nil {
+			return nil, err
+		}
+		s.Addr = fmt.Sprintf("https://127.0.0.1:%d", port)
+		s.CACert = filepath.Join(s.tlsDir, "vault-ca.pem")
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir", s.tlsDir)
+	}
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = append(os.Environ(), "VAULT_ADDR=", "VAULT_TOKEN=", "HOME="+os.TempDir())
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	// The server dies with the test binary, even when the test is killed.
@@ -190,7 +214,7 @@ func (s *Server) waitReady(limit time.Duration) error {
 			return fmt.Errorf("vault exited during start-up: %s", s.Logs())
 		default:
 		}
-		resp, err := http.Get(s.Addr + "/v1/sys/health")
+		resp, err := s.httpClient().Get(s.Addr + "/v1/sys/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -200,6 +224,20 @@ func (s *Server) waitReady(limit time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("vault not ready after %s: %s", limit, s.Logs())
+}
+
+// httpClient trusts the server's CA once the server has written it.
+func (s *Server) httpClient() *http.Client {
+	if s.CACert == "" {
+		return http.DefaultClient
+	}
+	pem, err := os.ReadFile(s.CACert)
+	if err != nil {
+		return http.DefaultClient // not written yet; the request fails and is retried
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
 // Logs returns what the server has written so far.
@@ -222,6 +260,9 @@ func (s *Server) Stop() {
 	}
 	s.log.Close()
 	os.Remove(s.log.Name())
+	if s.tlsDir != "" {
+		os.RemoveAll(s.tlsDir)
+	}
 }
 
 // Client returns a root-token client for the server. transport, when non-nil, wraps
@@ -230,6 +271,11 @@ func (s *Server) Client(t testing.TB, transport func(http.RoundTripper) http.Rou
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
+	if s.CACert != "" {
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CACert}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if transport != nil {
 		cfg.HttpClient.Transport = transport(cfg.HttpClient.Transport)
 	}
