@@ -25,9 +25,12 @@ import (
 	"github.com/keygate/keygate/vaultstore"
 )
 
-var vault *vaulttest.Server
+// shared is the package's Vault dev server, started by the first test that needs it.
+var shared vaulttest.Shared
 
-func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m, &vault)) }
+func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
+
+func vault(t testing.TB) *vaulttest.Server { return shared.Get(t) }
 
 const prefix = "mgx-sk-"
 
@@ -43,7 +46,7 @@ type keyset struct {
 func newKeyset(t *testing.T) *keyset {
 	t.Helper()
 	ks := &keyset{}
-	client := vault.Client(t, func(next http.RoundTripper) http.RoundTripper {
+	client := vault(t).Client(t, func(next http.RoundTripper) http.RoundTripper {
 		ks.reads = &vaulttest.Counter{Next: next, Contains: "/records/"}
 		return ks.reads
 	})

@@ -59,13 +59,13 @@ func canLookup(t *testing.T, c *api.Client, base, key string) error {
 
 func unauthenticated(t *testing.T) *api.Client {
 	t.Helper()
-	c := vault.Client(t, nil)
+	c := vault(t).Client(t, nil)
 	c.ClearToken()
 	return c
 }
 
 func TestAppRoleLoginAndRelogin(t *testing.T) {
-	root := vault.Client(t, nil)
+	root := vault(t).Client(t, nil)
 	base := vaulttest.UniquePath(t)
 	key := storedKey(t, root, base)
 	mount := "approle-" + strings.ReplaceAll(base[len("keygate-test/"):], "/", "-")
@@ -108,7 +108,7 @@ func TestAppRoleLoginAndRelogin(t *testing.T) {
 	}
 	// Wait until the first token is dead (its max TTL is 4s): by then the Authenticator
 	// must have logged in again, and the client must work with the new token.
-	old := vault.Client(t, nil)
+	old := vault(t).Client(t, nil)
 	old.SetToken(first)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -129,7 +129,7 @@ func TestAppRoleLoginAndRelogin(t *testing.T) {
 }
 
 func TestTokenRenewal(t *testing.T) {
-	root := vault.Client(t, nil)
+	root := vault(t).Client(t, nil)
 	base := vaulttest.UniquePath(t)
 	key := storedKey(t, root, base)
 	sec, err := root.Auth().Token().Create(&api.TokenCreateRequest{

@@ -49,7 +49,7 @@ type cacheFixture struct {
 func newCacheFixture(t *testing.T, cfg CacheConfig, delay time.Duration) *cacheFixture {
 	t.Helper()
 	fx := &cacheFixture{clock: &clock{t: time.Now()}}
-	client := vault.Client(t, func(next http.RoundTripper) http.RoundTripper {
+	client := vault(t).Client(t, func(next http.RoundTripper) http.RoundTripper {
 		if delay > 0 {
 			next = slow(delay, next)
 		}

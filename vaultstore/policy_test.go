@@ -21,7 +21,7 @@ func tokenWithPolicy(t *testing.T, file, base string) *api.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := vault.Client(t, nil)
+	root := vault(t).Client(t, nil)
 	name := strings.ReplaceAll(base, "/", "-") + "-" + strings.TrimSuffix(file[len("policies/"):], ".hcl")
 	hcl := strings.ReplaceAll(string(raw), "secret/data/keygate/", "secret/data/"+base+"/")
 	hcl = strings.ReplaceAll(hcl, "secret/metadata/keygate/", "secret/metadata/"+base+"/")
@@ -32,7 +32,7 @@ func tokenWithPolicy(t *testing.T, file, base string) *api.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := vault.Client(t, nil)
+	c := vault(t).Client(t, nil)
 	c.SetToken(sec.Auth.ClientToken)
 	return c
 }

@@ -212,7 +212,7 @@ func (s *Store) write(ctx context.Context, path string, v any, cas int) error {
 // working key nobody can see.
 func (s *Store) Create(ctx context.Context, r authz.Record) error {
 	if !authz.ValidKeyID(r.ID) {
-		return fmt.Errorf("%w: %q", ErrInvalidKeyID, r.ID)
+		return fmt.Errorf("%w (want key_ and 16 letters or digits)", ErrInvalidKeyID)
 	}
 	if err := s.write(ctx, s.idPath(r.ID), idEntry{KeySHA256: r.Hash.String()}, 0); err != nil {
 		return err
@@ -233,7 +233,8 @@ func (s *Store) Get(ctx context.Context, id string) (authz.Record, error) {
 
 func (s *Store) get(ctx context.Context, id string) (authz.Record, int, error) {
 	if !authz.ValidKeyID(id) {
-		return authz.Record{}, 0, fmt.Errorf("%w: %q", ErrInvalidKeyID, id)
+		// The id is not echoed: a key pasted where an id belongs must not reach a log.
+		return authz.Record{}, 0, fmt.Errorf("%w (want key_ and 16 letters or digits)", ErrInvalidKeyID)
 	}
 	var e idEntry
 	if _, err := s.read(ctx, s.idPath(id), &e); err != nil {

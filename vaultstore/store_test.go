@@ -2,7 +2,6 @@ package vaultstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -16,14 +15,17 @@ import (
 	"github.com/keygate/keygate/internal/vaulttest"
 )
 
-var vault *vaulttest.Server
+// shared is the package's Vault dev server, started by the first test that needs it.
+var shared vaulttest.Shared
 
-func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m, &vault)) }
+func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
+
+func vault(t testing.TB) *vaulttest.Server { return shared.Get(t) }
 
 func newStore(t *testing.T, wrap func(http.RoundTripper) http.RoundTripper) (*Store, string) {
 	t.Helper()
 	base := vaulttest.UniquePath(t)
-	s, err := New(Config{Client: vault.Client(t, wrap), Path: base})
+	s, err := New(Config{Client: vault(t).Client(t, wrap), Path: base})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,7 @@ func TestDeletedRecordIsNotFound(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An operator soft-deletes the record's latest version with the vault CLI/API.
-	if err := vault.Client(t, nil).KVv2("secret").Delete(ctx, base+"/records/"+rec.Hash.String()); err != nil {
+	if err := vault(t).Client(t, nil).KVv2("secret").Delete(ctx, base+"/records/"+rec.Hash.String()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Lookup(ctx, authz.HashKey(key)); !errors.Is(err, ErrKeyNotFound) {
@@ -180,7 +182,7 @@ func TestVaultHoldsNoKeyMaterial(t *testing.T) {
 	if _, err := s.Revoke(ctx, rec.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	dump := dumpKV(t, vault.Client(t, nil), base)
+	dump := vault(t).DumpKV(t, "secret", base)
 	random := key[len("mgx-sk-") : len("mgx-sk-")+authz.RandomLen]
 	if strings.Contains(dump, key) || strings.Contains(dump, random) {
 		t.Fatalf("Vault holds key material under %s", base)
@@ -188,45 +190,6 @@ func TestVaultHoldsNoKeyMaterial(t *testing.T) {
 	if !strings.Contains(dump, rec.Hash.String()) || !strings.Contains(dump, rec.ID) {
 		t.Fatalf("dump does not contain the record; the scan proves nothing:\n%s", dump)
 	}
-}
-
-// dumpKV returns every path and every version of every secret under base, as text.
-func dumpKV(t *testing.T, c *api.Client, base string) string {
-	t.Helper()
-	var b strings.Builder
-	var walk func(dir string)
-	walk = func(dir string) {
-		sec, err := c.Logical().List("secret/metadata/" + dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sec == nil {
-			return
-		}
-		for _, k := range sec.Data["keys"].([]any) {
-			p := dir + "/" + strings.TrimSuffix(k.(string), "/")
-			b.WriteString(p + "\n")
-			if strings.HasSuffix(k.(string), "/") {
-				walk(p)
-				continue
-			}
-			vs, err := c.KVv2("secret").GetVersionsAsList(context.Background(), p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, v := range vs {
-				sec, err := c.KVv2("secret").GetVersion(context.Background(), p, v.Version)
-				if err != nil {
-					t.Fatal(err)
-				}
-				j, _ := json.Marshal(sec.Data)
-				b.Write(j)
-				b.WriteByte('\n')
-			}
-		}
-	}
-	walk(base)
-	return b.String()
 }
 
 func TestVaultUnreachable(t *testing.T) {
@@ -256,7 +219,7 @@ func TestLookupTimeout(t *testing.T) {
 		})
 	}
 	base := vaulttest.UniquePath(t)
-	c := vault.Client(t, hang)
+	c := vault(t).Client(t, hang)
 	c.SetMaxRetries(0)
 	s, err := New(Config{Client: c, Path: base, LookupTimeout: 50 * time.Millisecond})
 	if err != nil {
@@ -282,7 +245,7 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestNewValidatesPaths(t *testing.T) {
-	c := vault.Client(t, nil)
+	c := vault(t).Client(t, nil)
 	for _, p := range []string{"../sys", "a//b", "/lead", "trail/", "sp ace", "a/./b"} {
 		if _, err := New(Config{Client: c, Path: p}); !errors.Is(err, ErrInvalidPath) {
 			t.Errorf("New(Path %q) = %v, want ErrInvalidPath", p, err)

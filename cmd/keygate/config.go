@@ -27,7 +27,8 @@ type config struct {
 	Realm           string   `json:"realm"`            // WWW-Authenticate realm
 	KeepCredentials bool     `json:"keep_credentials"` // forward Authorization/X-API-Key upstream
 	LogLevel        string   `json:"log_level"`        // debug, info, warn, error
-	ShutdownGrace   duration `json:"shutdown_grace"`   // in-flight checks get this long on stop
+	ShutdownDelay   duration `json:"shutdown_delay"`   // on stop, keep serving this long while NOT_SERVING
+	ShutdownGrace   duration `json:"shutdown_grace"`   // then in-flight checks get this long
 	Vault           struct {
 		Address       string   `json:"address"`        // default $VAULT_ADDR
 		TokenFile     string   `json:"token_file"`     // default $VAULT_TOKEN
@@ -107,7 +108,7 @@ func (c *commonFlags) load(fs *flag.FlagSet) (config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("config: %w", err)
 		}
-		if err := yaml.UnmarshalStrict(raw, &cfg); err != nil {
+		if cfg, err = parseConfig(raw); err != nil {
 			return cfg, fmt.Errorf("config %s: %w", c.configFile, err)
 		}
 	}
@@ -117,6 +118,13 @@ func (c *commonFlags) load(fs *flag.FlagSet) (config, error) {
 		"vault-path":  {&c.path, &cfg.Vault.Path},
 	})
 	return cfg, nil
+}
+
+// parseConfig reads a YAML configuration over the defaults. Unknown fields are errors.
+func parseConfig(raw []byte) (config, error) {
+	cfg := defaultConfig()
+	err := yaml.UnmarshalStrict(raw, &cfg)
+	return cfg, err
 }
 
 // flagField pairs a string flag's value with the config field it overrides.
@@ -220,6 +228,10 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = duration(v)
 	return nil
+}
+
+func (d duration) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.Quote(time.Duration(d).String())), nil
 }
 
 // parseDuration accepts Go durations ("90m", "1h30m") and whole days ("30d", "90d").

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -19,13 +20,17 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/keygate/keygate/internal/vaulttest"
 )
 
-var vault *vaulttest.Server
+// shared is the package's Vault dev server, started by the first test that needs it.
+var shared vaulttest.Shared
 
-func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m, &vault)) }
+func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
+
+func vault(t testing.TB) *vaulttest.Server { return shared.Get(t) }
 
 // cli runs keygate in-process with the test's Vault and returns stdout, stderr and the
 // error run returned.
@@ -38,8 +43,8 @@ func cli(t *testing.T, args ...string) (string, string, error) {
 
 func useVault(t *testing.T) (base string) {
 	t.Helper()
-	t.Setenv("VAULT_ADDR", vault.Addr)
-	t.Setenv("VAULT_TOKEN", vault.Token)
+	t.Setenv("VAULT_ADDR", vault(t).Addr)
+	t.Setenv("VAULT_TOKEN", vault(t).Token)
 	return vaulttest.UniquePath(t)
 }
 
@@ -231,7 +236,7 @@ func TestCLIErrors(t *testing.T) {
 }
 
 func TestNoVaultToken(t *testing.T) {
-	t.Setenv("VAULT_ADDR", vault.Addr)
+	t.Setenv("VAULT_ADDR", vault(t).Addr)
 	t.Setenv("VAULT_TOKEN", "")
 	t.Setenv("HOME", t.TempDir()) // no ~/.vault-token either
 	_, _, err := cli(t, "keys", "list")
@@ -250,9 +255,9 @@ func TestConfigFile(t *testing.T) {
 		}
 		return p
 	}
-	tokenFile := write("token", vault.Token+"\n")
+	tokenFile := write("token", vault(t).Token+"\n")
 	t.Setenv("VAULT_TOKEN", "")
-	good := write("good.yaml", fmt.Sprintf("key_prefix: mx4-sk-\nvault:\n  address: %s\n  token_file: %s\n  path: %s\n  lookup_timeout: 100ms\n", vault.Addr, tokenFile, base))
+	good := write("good.yaml", fmt.Sprintf("key_prefix: mx4-sk-\nvault:\n  address: %s\n  token_file: %s\n  path: %s\n  lookup_timeout: 100ms\n", vault(t).Addr, tokenFile, base))
 	out, _, err := cli(t, "keys", "create", "--config", good, "--name", "from config", "--json")
 	if err != nil || !strings.Contains(out, `"key":"mx4-sk-`) {
 		t.Fatalf("create with a config file: %v\n%s", err, out)
@@ -317,7 +322,7 @@ func (b *syncBuffer) String() string {
 // TestAppRoleFromConfig logs the CLI in with AppRole credentials named in the config.
 func TestAppRoleFromConfig(t *testing.T) {
 	base := useVault(t)
-	root := vault.Client(t, nil)
+	root := vault(t).Client(t, nil)
 	mount := "approle-cli-" + base[len(base)-12:]
 	if err := root.Sys().EnableAuthWithOptions(mount, &api.EnableAuthOptions{Type: "approle"}); err != nil {
 		t.Fatal(err)
@@ -354,4 +359,28 @@ path "secret/metadata/` + base + `/ids" { capabilities = ["list"] }`
 	if out, _, err := cli(t, "keys", "list", "--config", cfg); err != nil || !strings.Contains(out, "via approle") {
 		t.Fatalf("keys list with approle: %v\n%s", err, out)
 	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		"", "grpc_addr: 127.0.0.1:9001\n", "vault:\n  lookup_timeout: 150ms\n", "cache:\n  ttl: 90d\n",
+		"key_prefix: [\n", "shutdown_grace: 10\n", "vault: {auth: {method: approle}}\n", "a: &a [*a, *a]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		cfg, err := parseConfig(raw)
+		if err != nil {
+			return
+		}
+		// Whatever parses survives a round trip: nothing was half-read or misread.
+		out, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatalf("marshal %+v: %v", cfg, err)
+		}
+		again, err := parseConfig(out)
+		if err != nil || !reflect.DeepEqual(again, cfg) {
+			t.Fatalf("round trip of %q:\n%s\n%+v\n%+v (%v)", raw, out, cfg, again, err)
+		}
+	})
 }

@@ -150,8 +150,8 @@ func createKey(t *testing.T, v *vaulttest.Server, base string) createdKey {
 func TestRevocationReachesEveryReplica(t *testing.T) {
 	base := vaulttest.UniquePath(t)
 	cfg := writeConfig(t, fmt.Sprintf("vault:\n  path: %s\ncache:\n  ttl: 1h\n  poll_interval: 500ms\n", base))
-	k := createKey(t, vault, base)
-	replicas := []*replica{startReplica(t, vault, cfg), startReplica(t, vault, cfg)}
+	k := createKey(t, vault(t), base)
+	replicas := []*replica{startReplica(t, vault(t), cfg), startReplica(t, vault(t), cfg)}
 	ctx := context.Background()
 	for i, r := range replicas {
 		if code, err := r.check(ctx, k.Key); err != nil || code != 200 {
@@ -284,5 +284,82 @@ func TestVaultOutageUnderLoad(t *testing.T) {
 		if code, err := check(seen.Key); err != nil || code != 200 {
 			t.Fatalf("after recovery: %d %v", code, err)
 		}
+	}
+}
+
+// TestGracefulShutdown stops serve while a check is in flight (waiting on a hung
+// Vault): health turns NOT_SERVING at once, and the check still gets its decision.
+func TestGracefulShutdown(t *testing.T) {
+	v, err := vaulttest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop()
+	base := vaulttest.UniquePath(t)
+	k := createKey(t, v, base)
+	cfg := writeConfig(t, fmt.Sprintf("vault:\n  path: %s\n  lookup_timeout: 5s\nshutdown_delay: 1s\nshutdown_grace: 10s\n", base))
+	grpcAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	served := make(chan error, 1)
+	go func() {
+		served <- run(ctx, []string{"serve", "--config", cfg, "--grpc-addr", grpcAddr, "--http-addr", ""}, logs, logs)
+	}()
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	status := func() healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return healthpb.HealthCheckResponse_UNKNOWN
+		}
+		return resp.GetStatus()
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for status() != healthpb.HealthCheckResponse_SERVING {
+		if time.Now().After(deadline) {
+			t.Fatalf("never serving:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := &replica{client: authv3.NewAuthorizationClient(conn)}
+
+	if err := v.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	inflight := make(chan error, 1)
+	go func() {
+		code, err := r.check(context.Background(), k.Key)
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d", code)
+		}
+		inflight <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the check is now waiting on Vault
+	cancel()
+	deadline = time.Now().Add(time.Second) // the shutdown delay: health must flip inside it
+	for status() != healthpb.HealthCheckResponse_NOT_SERVING {
+		if time.Now().After(deadline) {
+			t.Fatal("health did not turn NOT_SERVING during the shutdown delay")
+		}
+		select {
+		case err := <-inflight:
+			t.Fatalf("the check finished (%v) before health turned NOT_SERVING", err)
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := v.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-inflight; err != nil {
+		t.Fatalf("in-flight check: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"expvar"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -127,8 +130,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	log.Info("shutting down", slog.String("grace", time.Duration(cfg.ShutdownGrace).String()))
 	draining.Store(true)
-	stopRun()
 	hs.Shutdown() // every service NOT_SERVING, so Envoy's health checks move away first
+	if d := time.Duration(cfg.ShutdownDelay); d > 0 {
+		// Keep deciding while health checkers notice, before connections are closed.
+		time.Sleep(d)
+	}
+	stopRun()
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
 	grace := time.NewTimer(time.Duration(cfg.ShutdownGrace))
@@ -146,6 +153,18 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// expvarHandler serves memstats and keygate's own variables as JSON. expvar's global
+// registry is not used, so a process may run serve more than once (tests do).
+func expvarHandler(vars *expvar.Map) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		mem, _ := json.Marshal(ms)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		fmt.Fprintf(w, "{\"memstats\": %s, \"keygate\": %s}\n", mem, vars.String())
+	})
 }
 
 // ready reports whether keygate can decide: not shutting down, and Vault answered
@@ -179,9 +198,14 @@ func watchReadiness(ctx context.Context, cache *vaultstore.Cache, draining *atom
 	}
 }
 
-// healthMux serves /healthz (the process is up) and /readyz (it can decide).
+// healthMux serves /healthz (the process is up), /readyz (it can decide) and
+// /debug/vars (Go runtime figures: memstats, goroutines, and the cache counters).
 func healthMux(draining *atomic.Bool, cache *vaultstore.Cache) http.Handler {
 	mux := http.NewServeMux()
+	vars := new(expvar.Map).Init()
+	vars.Set("goroutines", expvar.Func(func() any { return runtime.NumGoroutine() }))
+	vars.Set("cache", expvar.Func(func() any { return cache.Stats() }))
+	mux.Handle("GET /debug/vars", expvarHandler(vars))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

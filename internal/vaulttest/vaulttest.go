@@ -7,10 +7,12 @@ package vaulttest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -72,17 +74,35 @@ func (s *Server) Restart() error {
 	return nil
 }
 
-// Main starts a dev server, stores it in *srv, runs the package's tests and stops the
-// server. Use it as: func TestMain(m *testing.M) { os.Exit(vaulttest.Main(m, &vault)) }.
-func Main(m *testing.M, srv **Server) int {
-	s, err := Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "vaulttest:", err)
-		return 1
+// Shared is one dev server for a whole test package, started by the first test that
+// asks for it, so tests (and fuzz workers) that need no Vault start none. Use it as:
+//
+//	var shared vaulttest.Shared
+//	func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
+//	... srv := shared.Get(t)
+type Shared struct {
+	once sync.Once
+	srv  *Server
+	err  error
+}
+
+// Get returns the package's server, starting it on first use.
+func (s *Shared) Get(t testing.TB) *Server {
+	t.Helper()
+	s.once.Do(func() { s.srv, s.err = Start() })
+	if s.err != nil {
+		t.Fatalf("vaulttest: %v", s.err)
 	}
-	*srv = s
-	defer s.Stop()
-	return m.Run()
+	return s.srv
+}
+
+// Main runs the package's tests and stops the server if one was started.
+func (s *Shared) Main(m *testing.M) int {
+	code := m.Run()
+	if s.srv != nil {
+		s.srv.Stop()
+	}
+	return code
 }
 
 // Start builds (once per machine) and starts a Vault dev server on plain HTTP.
@@ -339,4 +359,48 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// DumpKV returns every path and every version of every secret under base in the KV v2
+// mount, as text, for tests that scan Vault for what must not be there.
+func (s *Server) DumpKV(t testing.TB, mount, base string) string {
+	t.Helper()
+	c := s.Client(t, nil)
+	ctx := context.Background()
+	var b strings.Builder
+	var walk func(dir string)
+	walk = func(dir string) {
+		sec, err := c.Logical().ListWithContext(ctx, mount+"/metadata/"+dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sec == nil {
+			return
+		}
+		keys, _ := sec.Data["keys"].([]any)
+		for _, k := range keys {
+			name, _ := k.(string)
+			p := dir + "/" + strings.TrimSuffix(name, "/")
+			b.WriteString(p + "\n")
+			if strings.HasSuffix(name, "/") {
+				walk(p)
+				continue
+			}
+			versions, err := c.KVv2(mount).GetVersionsAsList(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range versions {
+				sec, err := c.KVv2(mount).GetVersion(ctx, p, v.Version)
+				if err != nil {
+					t.Fatal(err)
+				}
+				j, _ := json.Marshal(sec.Data)
+				b.Write(j)
+				b.WriteByte('\n')
+			}
+		}
+	}
+	walk(base)
+	return b.String()
 }
