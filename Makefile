@@ -3,7 +3,8 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration bench fuzz lint fmt dev vault clean
+.PHONY: all build test test-integration bench fuzz soak lint fmt dev vault clean
+SOAKTIME ?= 3m
 
 all: build
 
@@ -32,6 +33,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFormatCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzCredentials$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
+
+## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks
+soak: vault
+	$(GO) run ./scripts/soak -duration $(SOAKTIME)
 
 ## lint: gofmt and go vet
 lint:

@@ -289,11 +289,20 @@ func (s *Server) Stop() {
 // the client's HTTP transport (to count or slow requests).
 func (s *Server) Client(t testing.TB, transport func(http.RoundTripper) http.RoundTripper) *api.Client {
 	t.Helper()
+	c, err := s.NewClient(transport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// NewClient is Client for callers outside a test.
+func (s *Server) NewClient(transport func(http.RoundTripper) http.RoundTripper) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
 	if s.CACert != "" {
 		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CACert}); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	if transport != nil {
@@ -301,10 +310,10 @@ func (s *Server) Client(t testing.TB, transport func(http.RoundTripper) http.Rou
 	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c.SetToken(s.Token)
-	return c
+	return c, nil
 }
 
 // Env returns VAULT_ADDR and VAULT_TOKEN settings for a child process or run().
