@@ -16,7 +16,8 @@ var ErrInvalidKeySpec = errors.New("invalid key spec")
 // KeySpec describes a key to issue.
 type KeySpec struct {
 	Name      string    // 1 to 64 printable ASCII characters, e.g. "Production App"
-	Owner     string    // account id; may be empty
+	Owner     string    // account id, 1 to 128 of letters, digits and -_.:@/
+	Kind      Kind      // "" means KindProduct
 	Scopes    []string  // each 1 to 64 printable ASCII characters without spaces or commas
 	ExpiresAt time.Time // zero: never expires
 }
@@ -42,6 +43,7 @@ func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err 
 		ID:        id,
 		Name:      spec.Name,
 		Owner:     spec.Owner,
+		Kind:      spec.kind(),
 		Scopes:    slices.Compact(scopes),
 		Hash:      HashKey(key),
 		Hint:      f.Hint(key),
@@ -88,7 +90,26 @@ func ValidKeyID(id string) bool {
 	return true
 }
 
+func (s KeySpec) kind() Kind {
+	if s.Kind == "" {
+		return KindProduct
+	}
+	return s.Kind
+}
+
 func (s KeySpec) validate(now time.Time) error {
+	switch s.kind() {
+	case KindProduct:
+	case KindUser:
+		if !s.ExpiresAt.IsZero() {
+			return fmt.Errorf("%w: a user key is permanent and cannot expire", ErrInvalidKeySpec)
+		}
+	default:
+		return fmt.Errorf("%w: kind must be %q or %q", ErrInvalidKeySpec, KindProduct, KindUser)
+	}
+	if s.Owner == "" {
+		return fmt.Errorf("%w: every key needs an owner", ErrInvalidKeySpec)
+	}
 	if !printable(s.Name, 64, true) || strings.TrimSpace(s.Name) != s.Name {
 		return fmt.Errorf("%w: name must be 1 to 64 printable ASCII characters, without leading or trailing spaces", ErrInvalidKeySpec)
 	}
@@ -100,13 +121,22 @@ func (s KeySpec) validate(now time.Time) error {
 	if len(s.Owner) > 128 {
 		return fmt.Errorf("%w: owner is longer than 128 characters", ErrInvalidKeySpec)
 	}
-	for _, sc := range s.Scopes {
-		if !printable(sc, 64, false) || strings.ContainsAny(sc, ", ") {
-			return fmt.Errorf("%w: scope %q must be 1 to 64 printable ASCII characters without spaces or commas", ErrInvalidKeySpec, sc)
-		}
+	if err := ValidateScopes(s.Scopes); err != nil {
+		return err
 	}
 	if !s.ExpiresAt.IsZero() && !s.ExpiresAt.After(now) {
 		return fmt.Errorf("%w: expiry %s is not in the future", ErrInvalidKeySpec, s.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ValidateScopes checks that each scope is 1 to 64 printable ASCII characters without
+// spaces or commas (commas separate scopes in headers).
+func ValidateScopes(scopes []string) error {
+	for _, sc := range scopes {
+		if !printable(sc, 64, false) || strings.ContainsAny(sc, ", ") {
+			return fmt.Errorf("%w: scope %q must be 1 to 64 printable ASCII characters without spaces or commas", ErrInvalidKeySpec, sc)
+		}
 	}
 	return nil
 }

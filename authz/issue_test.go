@@ -23,10 +23,10 @@ func TestIssue(t *testing.T) {
 	if !rec.CreatedAt.Equal(now.Truncate(time.Second)) || !rec.ExpiresAt.Equal(now.Add(90*24*time.Hour).Truncate(time.Second)) {
 		t.Fatalf("times %v %v", rec.CreatedAt, rec.ExpiresAt)
 	}
-	if rec.StatusAt(now) != StatusActive {
+	if rec.StatusAt(now) != StatusActive || rec.Kind != KindProduct {
 		t.Fatalf("status %v", rec.StatusAt(now))
 	}
-	key2, rec2, err := f.Issue(KeySpec{Name: "GitHub Actions"}, now)
+	key2, rec2, err := f.Issue(KeySpec{Name: "GitHub Actions", Owner: "user_1"}, now)
 	if err != nil || key2 == key || rec2.ID == rec.ID || !rec2.ExpiresAt.IsZero() {
 		t.Fatalf("second issue: %q %+v %v", key2, rec2, err)
 	}
@@ -36,17 +36,20 @@ func TestIssueRejects(t *testing.T) {
 	f := mustFormat(t, "mgx-sk-")
 	now := time.Now()
 	for name, spec := range map[string]KeySpec{
-		"empty name":         {},
-		"long name":          {Name: strings.Repeat("n", 65)},
-		"name with newline":  {Name: "a\nb"},
-		"name padded":        {Name: " App"},
-		"non-ascii name":     {Name: "Prod – App"},
+		"empty name":         {Owner: "o"},
+		"no owner":           {Name: "a"},
+		"expiring user key":  {Name: "a", Owner: "o", Kind: KindUser, ExpiresAt: now.Add(time.Hour)},
+		"unknown kind":       {Name: "a", Owner: "o", Kind: "service"},
+		"long name":          {Name: strings.Repeat("n", 65), Owner: "o"},
+		"name with newline":  {Name: "a\nb", Owner: "o"},
+		"name padded":        {Name: " App", Owner: "o"},
+		"non-ascii name":     {Name: "Prod – App", Owner: "o"},
 		"owner with space":   {Name: "a", Owner: "acct 1"},
 		"long owner":         {Name: "a", Owner: strings.Repeat("o", 129)},
-		"scope with comma":   {Name: "a", Scopes: []string{"a,b"}},
-		"scope with space":   {Name: "a", Scopes: []string{"chat completions"}},
-		"empty scope":        {Name: "a", Scopes: []string{""}},
-		"expiry in the past": {Name: "a", ExpiresAt: now.Add(-time.Second)},
+		"scope with comma":   {Name: "a", Owner: "o", Scopes: []string{"a,b"}},
+		"scope with space":   {Name: "a", Owner: "o", Scopes: []string{"chat completions"}},
+		"empty scope":        {Name: "a", Owner: "o", Scopes: []string{""}},
+		"expiry in the past": {Name: "a", Owner: "o", ExpiresAt: now.Add(-time.Second)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, _, err := f.Issue(spec, now); !errors.Is(err, ErrInvalidKeySpec) {
@@ -79,6 +82,8 @@ func TestStatusAt(t *testing.T) {
 		"expired":             {Record{ExpiresAt: now.Add(-time.Minute)}, StatusExpired},
 		"revoked":             {Record{RevokedAt: now.Add(-time.Minute)}, StatusRevoked},
 		"revoked and expired": {Record{RevokedAt: now.Add(-time.Minute), ExpiresAt: now.Add(-time.Hour)}, StatusRevoked},
+		"rotating":            {Record{ReplacedBy: "key_x", ExpiresAt: now.Add(time.Hour)}, StatusRotating},
+		"rotated, grace over": {Record{ReplacedBy: "key_x", ExpiresAt: now.Add(-time.Second)}, StatusExpired},
 	} {
 		if got := tc.rec.StatusAt(now); got != tc.want {
 			t.Errorf("%s: %v, want %v", name, got, tc.want)

@@ -8,24 +8,40 @@ import (
 // Record is what the store knows about one key. It never holds the key itself.
 type Record struct {
 	ID        string    // public id, "key_" + 16 base62 characters
-	Name      string    // human name, unique per owner
-	Owner     string    // account the key belongs to; may be empty
+	Name      string    // human name, unique per owner among its live keys
+	Owner     string    // account the key belongs to
+	Kind      Kind      // KindProduct, or the owner's one permanent KindUser key
 	Scopes    []string  // permissions granted to the key
 	Hash      KeyHash   // SHA-256 of the whole key
 	Hint      string    // prefix + "..." + last 4 characters, for listings
 	CreatedAt time.Time //
 	ExpiresAt time.Time // zero: never expires
 	RevokedAt time.Time // zero: not revoked
+	// ReplacedBy is the id of the key that replaced this one in a rotation. The key
+	// stays valid until ExpiresAt, the end of the rotation's grace period.
+	ReplacedBy string
 }
+
+// Kind is the kind of a key (MUTX's key types).
+type Kind string
+
+// Key kinds.
+const (
+	// KindProduct is a named key an owner may have many of, with optional expiry.
+	KindProduct Kind = "product"
+	// KindUser is an owner's single permanent key: it never expires.
+	KindUser Kind = "user"
+)
 
 // Status is a record's state at a given time.
 type Status string
 
 // Record states.
 const (
-	StatusActive  Status = "active"
-	StatusExpired Status = "expired"
-	StatusRevoked Status = "revoked"
+	StatusActive   Status = "active"
+	StatusRotating Status = "rotating" // replaced, still valid until its grace period ends
+	StatusExpired  Status = "expired"
+	StatusRevoked  Status = "revoked"
 )
 
 // StatusAt returns the record's state at now. Revocation wins over expiry.
@@ -35,9 +51,17 @@ func (r *Record) StatusAt(now time.Time) Status {
 		return StatusRevoked
 	case !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt):
 		return StatusExpired
+	case r.ReplacedBy != "":
+		return StatusRotating
 	default:
 		return StatusActive
 	}
+}
+
+// Live reports whether the key is accepted at now (active or rotating).
+func (r *Record) Live(now time.Time) bool {
+	st := r.StatusAt(now)
+	return st == StatusActive || st == StatusRotating
 }
 
 // KeyLookup finds the record of a key by the key's hash. It returns an error wrapping

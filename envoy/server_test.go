@@ -419,7 +419,7 @@ func TestUndecidedIsAGRPCError(t *testing.T) {
 
 func BenchmarkServerCheck(b *testing.B) {
 	f, _ := authz.NewFormat(prefix)
-	key, rec, err := f.Issue(authz.KeySpec{Name: "bench", Scopes: []string{"chat:completions", "models:read"}}, time.Now())
+	key, rec, err := f.Issue(authz.KeySpec{Name: "bench", Owner: "acct_bench", Scopes: []string{"chat:completions", "models:read"}}, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}

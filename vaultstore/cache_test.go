@@ -3,6 +3,7 @@ package vaultstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -42,8 +43,9 @@ func slow(d time.Duration, next http.RoundTripper) http.RoundTripper {
 type cacheFixture struct {
 	store *Store
 	cache *Cache
-	reads *vaulttest.Counter
-	clock *clock
+	reads   *vaulttest.Counter
+	clock   *clock
+	created int
 }
 
 func newCacheFixture(t *testing.T, cfg CacheConfig, delay time.Duration) *cacheFixture {
@@ -71,7 +73,8 @@ func newCacheFixture(t *testing.T, cfg CacheConfig, delay time.Duration) *cacheF
 
 func (fx *cacheFixture) create(t *testing.T) (string, authz.Record) {
 	t.Helper()
-	key, rec := issue(t, authz.KeySpec{Name: "cached"})
+	fx.created++
+	key, rec := issue(t, authz.KeySpec{Name: fmt.Sprintf("cached %d", fx.created)})
 	if err := fx.store.Create(context.Background(), rec); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,18 @@ var (
 	// ErrConflict means a concurrent writer changed the record first (check-and-set failed).
 	ErrConflict = errors.New("record changed concurrently")
 
+	// ErrNameTaken means the owner already has a live key with that name.
+	ErrNameTaken = errors.New("the owner already has a live key with this name")
+
+	// ErrUserKeyExists means the owner already has a live user key.
+	ErrUserKeyExists = errors.New("the owner already has a user key")
+
+	// ErrNotLive means the key is revoked or expired, so it cannot be rotated.
+	ErrNotLive = errors.New("the key is revoked or expired")
+
+	// ErrAlreadyRotated means the key was already replaced by a rotation.
+	ErrAlreadyRotated = errors.New("the key was already rotated")
+
 	// ErrInvalidPath is returned by New for an unusable mount or base path.
 	ErrInvalidPath = errors.New("invalid vault path")
 

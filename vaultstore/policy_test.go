@@ -63,7 +63,7 @@ func TestShippedPoliciesAreEnoughAndNoMore(t *testing.T) {
 	}
 	// A duplicate id makes Create undo its id entry: the delete capability is needed.
 	dup := rec
-	dup.ID = "key_BBBBBBBBBBBBBBBB"
+	dup.ID, dup.Name = "key_BBBBBBBBBBBBBBBB", "policy 2"
 	if err := keysStore.Create(ctx, dup); !errors.Is(err, ErrConflict) {
 		t.Fatalf("duplicate create with keys.hcl: %v", err)
 	}

@@ -30,6 +30,8 @@ type Config struct {
 	// LookupTimeout caps each Lookup, on top of the caller's deadline; 0 means
 	// DefaultLookupTimeout, a negative value leaves only the caller's deadline.
 	LookupTimeout time.Duration
+	// Now returns the current time, for name claims and usage; nil means time.Now.
+	Now func() time.Time
 }
 
 // Store keeps key records in Vault KV v2. It implements authz.KeyLookup.
@@ -38,6 +40,7 @@ type Store struct {
 	kv            *api.KVv2
 	mount, base   string
 	lookupTimeout time.Duration
+	now           func() time.Time
 }
 
 var _ authz.KeyLookup = (*Store)(nil)
@@ -64,12 +67,16 @@ func New(cfg Config) (*Store, error) {
 	case cfg.LookupTimeout < 0:
 		cfg.LookupTimeout = 0
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Store{
 		client:        cfg.Client,
 		kv:            cfg.Client.KVv2(cfg.Mount),
 		mount:         cfg.Mount,
 		base:          cfg.Path,
 		lookupTimeout: cfg.LookupTimeout,
+		now:           cfg.Now,
 	}, nil
 }
 
@@ -96,9 +103,15 @@ type storedRecord struct {
 	Scopes    []string  `json:"scopes"`
 	KeySHA256 string    `json:"key_sha256"`
 	Hint      string    `json:"hint"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	Kind       authz.Kind `json:"kind,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at,omitzero"`
+	RevokedAt  time.Time  `json:"revoked_at,omitzero"`
+	ReplacedBy string     `json:"replaced_by,omitempty"`
+	// PendingRotation is the id a rotation job has reserved for this key's successor
+	// before creating it, so a job that crashes half-way resumes instead of rotating
+	// the key twice.
+	PendingRotation string `json:"pending_rotation,omitempty"`
 }
 
 type idEntry struct {
@@ -107,9 +120,9 @@ type idEntry struct {
 
 func toStored(r authz.Record) storedRecord {
 	return storedRecord{
-		ID: r.ID, Name: r.Name, Owner: r.Owner, Scopes: r.Scopes,
+		ID: r.ID, Name: r.Name, Owner: r.Owner, Scopes: r.Scopes, Kind: r.Kind,
 		KeySHA256: r.Hash.String(), Hint: r.Hint,
-		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt,
+		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, ReplacedBy: r.ReplacedBy,
 	}
 }
 
@@ -121,9 +134,12 @@ func (s storedRecord) record() (authz.Record, error) {
 	if s.Scopes == nil {
 		s.Scopes = []string{}
 	}
+	if s.Kind == "" {
+		s.Kind = authz.KindProduct
+	}
 	return authz.Record{
-		ID: s.ID, Name: s.Name, Owner: s.Owner, Scopes: s.Scopes, Hash: h, Hint: s.Hint,
-		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt,
+		ID: s.ID, Name: s.Name, Owner: s.Owner, Scopes: s.Scopes, Kind: s.Kind, Hash: h, Hint: s.Hint,
+		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, ReplacedBy: s.ReplacedBy,
 	}, nil
 }
 
@@ -207,10 +223,20 @@ func (s *Store) write(ctx context.Context, path string, v any, cas int) error {
 	}
 }
 
-// Create stores a new record: first the id index, then the record itself, so that a
-// crash in between leaves an id with no record (listed as nothing) rather than a
-// working key nobody can see.
+// Create stores a new record. It first claims the record's name for its owner (and,
+// for a user key, the owner's one user key): a live key holding the claim makes Create
+// fail with ErrNameTaken or ErrUserKeyExists. Then it writes the id index and the
+// record itself, so that a crash in between leaves an id with no record (listed as
+// nothing) rather than a working key nobody can see.
 func (s *Store) Create(ctx context.Context, r authz.Record) error {
+	if err := s.claim(ctx, r); err != nil {
+		return err
+	}
+	return s.put(ctx, r)
+}
+
+// put writes a new record and its id index, without claims.
+func (s *Store) put(ctx context.Context, r authz.Record) error {
 	if !authz.ValidKeyID(r.ID) {
 		return fmt.Errorf("%w (want key_ and 16 letters or digits)", ErrInvalidKeyID)
 	}
@@ -232,25 +258,31 @@ func (s *Store) Get(ctx context.Context, id string) (authz.Record, error) {
 }
 
 func (s *Store) get(ctx context.Context, id string) (authz.Record, int, error) {
-	if !authz.ValidKeyID(id) {
-		// The id is not echoed: a key pasted where an id belongs must not reach a log.
-		return authz.Record{}, 0, fmt.Errorf("%w (want key_ and 16 letters or digits)", ErrInvalidKeyID)
-	}
-	var e idEntry
-	if _, err := s.read(ctx, s.idPath(id), &e); err != nil {
-		return authz.Record{}, 0, err
-	}
-	h, err := authz.ParseKeyHash(e.KeySHA256)
-	if err != nil {
-		return authz.Record{}, 0, fmt.Errorf("id %s: %w", id, err)
-	}
-	var sr storedRecord
-	version, err := s.read(ctx, s.recordPath(h), &sr)
+	sr, version, err := s.getStored(ctx, id)
 	if err != nil {
 		return authz.Record{}, 0, err
 	}
 	r, err := sr.record()
 	return r, version, err
+}
+
+// getStored returns the stored form of the record with the given id, and its version.
+func (s *Store) getStored(ctx context.Context, id string) (storedRecord, int, error) {
+	if !authz.ValidKeyID(id) {
+		// The id is not echoed: a key pasted where an id belongs must not reach a log.
+		return storedRecord{}, 0, fmt.Errorf("%w (want key_ and 16 letters or digits)", ErrInvalidKeyID)
+	}
+	var e idEntry
+	if _, err := s.read(ctx, s.idPath(id), &e); err != nil {
+		return storedRecord{}, 0, err
+	}
+	h, err := authz.ParseKeyHash(e.KeySHA256)
+	if err != nil {
+		return storedRecord{}, 0, fmt.Errorf("id %s: %w", id, err)
+	}
+	var sr storedRecord
+	version, err := s.read(ctx, s.recordPath(h), &sr)
+	return sr, version, err
 }
 
 // List returns every record, oldest first.

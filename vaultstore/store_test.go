@@ -38,6 +38,9 @@ func issue(t *testing.T, spec authz.KeySpec) (string, authz.Record) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if spec.Owner == "" {
+		spec.Owner = "acct_test"
+	}
 	key, rec, err := f.Issue(spec, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -142,12 +145,15 @@ func TestCreateRefusesDuplicates(t *testing.T) {
 	if err := s.Create(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Create(ctx, rec); !errors.Is(err, ErrConflict) {
-		t.Fatalf("second Create of the same id: %v, want ErrConflict", err)
+	if err := s.Create(ctx, rec); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("second Create of the same record: %v, want ErrNameTaken", err)
 	}
-	// Same hash under a new id: the record write conflicts and the new id is removed.
+	if err := s.put(ctx, rec); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second write of the same id: %v, want ErrConflict", err)
+	}
+	// Same hash under a new id and name: the record write conflicts and the new id is removed.
 	other := rec
-	other.ID = "key_AAAAAAAAAAAAAAAA"
+	other.ID, other.Name = "key_AAAAAAAAAAAAAAAA", "dup 2"
 	if err := s.Create(ctx, other); !errors.Is(err, ErrConflict) {
 		t.Fatalf("Create of a known hash: %v, want ErrConflict", err)
 	}

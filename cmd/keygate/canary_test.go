@@ -19,7 +19,7 @@ func TestCanary(t *testing.T) {
 	var outputs []string // everything to scan, except create's output
 	record := func(parts ...string) { outputs = append(outputs, parts...) }
 
-	created, stderr, err := cli(t, "keys", "create", "--vault-path", base, "--name", "canary", "--scopes", "chat:completions", "--json")
+	created, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "canary", "--scopes", "chat:completions", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,7 @@ func TestKeyCreatedByCLIIsAllowed(t *testing.T) {
 
 func TestKeysCreateText(t *testing.T) {
 	base := useVault(t)
-	out, _, err := cli(t, "keys", "create", "--vault-path", base, "--key-prefix", "mutx_live_", "--name", "GitHub Actions")
+	out, _, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base, "--key-prefix", "mutx_live_", "--name", "GitHub Actions")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,11 +207,11 @@ func TestCLIErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		"no name":          {[]string{"keys", "create", "--vault-path", base}, "--name is required"},
-		"bad expiry":       {[]string{"keys", "create", "--vault-path", base, "--name", "x", "--expires-in", "soon"}, "invalid duration"},
-		"negative expiry":  {[]string{"keys", "create", "--vault-path", base, "--name", "x", "--expires-in", "-1h"}, "must be positive"},
-		"bad scope":        {[]string{"keys", "create", "--vault-path", base, "--name", "x", "--scopes", "a b"}, "invalid key spec"},
-		"bad prefix":       {[]string{"keys", "create", "--vault-path", base, "--name", "x", "--key-prefix", "a b"}, "invalid key prefix"},
+		"no name":          {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base}, "--name is required"},
+		"bad expiry":       {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "x", "--expires-in", "soon"}, "invalid duration"},
+		"negative expiry":  {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "x", "--expires-in", "-1h"}, "must be positive"},
+		"bad scope":        {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "x", "--scopes", "a b"}, "invalid key spec"},
+		"bad prefix":       {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "x", "--key-prefix", "a b"}, "invalid key prefix"},
 		"bad vault path":   {[]string{"keys", "list", "--vault-path", "../sys"}, "invalid vault path"},
 		"unknown id":       {[]string{"keys", "show", "key_0000000000000000", "--vault-path", base}, "not found"},
 		"malformed id":     {[]string{"keys", "revoke", "../../x", "--vault-path", base}, "invalid key id"},
@@ -258,7 +258,7 @@ func TestConfigFile(t *testing.T) {
 	tokenFile := write("token", vault(t).Token+"\n")
 	t.Setenv("VAULT_TOKEN", "")
 	good := write("good.yaml", fmt.Sprintf("key_prefix: mx4-sk-\nvault:\n  address: %s\n  token_file: %s\n  path: %s\n  lookup_timeout: 100ms\n", vault(t).Addr, tokenFile, base))
-	out, _, err := cli(t, "keys", "create", "--config", good, "--name", "from config", "--json")
+	out, _, err := cli(t, "keys", "create", "--owner", "acct_test", "--config", good, "--name", "from config", "--json")
 	if err != nil || !strings.Contains(out, `"key":"mx4-sk-`) {
 		t.Fatalf("create with a config file: %v\n%s", err, out)
 	}
@@ -353,7 +353,7 @@ path "secret/metadata/` + base + `/ids" { capabilities = ["list"] }`
 	t.Setenv("VAULT_TOKEN", "")
 	cfg := writeConfig(t, fmt.Sprintf("vault:\n  path: %s\n  auth:\n    method: approle\n    mount: %s\n    role_id_file: %s\n    secret_id_file: %s\n",
 		base, mount, roleFile, secretFile))
-	if out, stderr, err := cli(t, "keys", "create", "--config", cfg, "--name", "via approle", "--json"); err != nil || !strings.Contains(out, `"key":"mgx-sk-`) {
+	if out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--config", cfg, "--name", "via approle", "--json"); err != nil || !strings.Contains(out, `"key":"mgx-sk-`) {
 		t.Fatalf("keys create with approle: %v\n%s%s", err, out, stderr)
 	}
 	if out, _, err := cli(t, "keys", "list", "--config", cfg); err != nil || !strings.Contains(out, "via approle") {

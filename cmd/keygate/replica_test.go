@@ -130,11 +130,14 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+var keyCount int
+
 func createKey(t *testing.T, v *vaulttest.Server, base string) createdKey {
 	t.Helper()
 	t.Setenv("VAULT_ADDR", v.Addr)
 	t.Setenv("VAULT_TOKEN", v.Token)
-	out, stderr, err := cli(t, "keys", "create", "--vault-path", base, "--name", "replicated", "--json")
+	keyCount++
+	out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", fmt.Sprintf("replicated %d", keyCount), "--json")
 	if err != nil {
 		t.Fatalf("keys create: %v\n%s", err, stderr)
 	}

@@ -207,7 +207,7 @@ func seed(v *vaulttest.Server, n int) ([]string, error) {
 	f, _ := authz.NewFormat("mgx-sk-")
 	keys := make([]string, 0, n)
 	for i := range n {
-		key, rec, err := f.Issue(authz.KeySpec{Name: fmt.Sprintf("soak %d", i), Scopes: []string{"chat:completions"}}, time.Now())
+		key, rec, err := f.Issue(authz.KeySpec{Name: fmt.Sprintf("soak %d", i), Owner: "acct_soak", Scopes: []string{"chat:completions"}}, time.Now())
 		if err != nil {
 			return nil, err
 		}
