@@ -41,8 +41,8 @@ func slow(d time.Duration, next http.RoundTripper) http.RoundTripper {
 }
 
 type cacheFixture struct {
-	store *Store
-	cache *Cache
+	store   *Store
+	cache   *Cache
 	reads   *vaulttest.Counter
 	clock   *clock
 	created int

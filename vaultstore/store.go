@@ -97,12 +97,12 @@ func checkPath(p string) error {
 
 // storedRecord is a record as it sits in Vault.
 type storedRecord struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Owner     string    `json:"owner,omitempty"`
-	Scopes    []string  `json:"scopes"`
-	KeySHA256 string    `json:"key_sha256"`
-	Hint      string    `json:"hint"`
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Owner      string     `json:"owner,omitempty"`
+	Scopes     []string   `json:"scopes"`
+	KeySHA256  string     `json:"key_sha256"`
+	Hint       string     `json:"hint"`
 	Kind       authz.Kind `json:"kind,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`
 	ExpiresAt  time.Time  `json:"expires_at,omitzero"`
