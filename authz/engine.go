@@ -115,6 +115,14 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 	return d, nil
 }
 
+// Forbid turns an allowed decision into a 403: the key is valid but lacks the scope
+// required, named in the body where the profile documents it.
+func (e *Engine) Forbid(d Decision, required string) Decision {
+	d.Reason = ReasonInsufficientScope
+	d.Denial = e.denier.forbid(&d.Record, required)
+	return d
+}
+
 func (e *Engine) deny(d Decision, r Reason) Decision {
 	d.Reason = r
 	d.Denial = e.denier.deny(r, &d.Record)

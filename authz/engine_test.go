@@ -260,6 +260,36 @@ func TestDenyBodiesGolden(t *testing.T) {
 	}
 }
 
+// TestForbidGolden pins the 403 bodies: a valid key without the scope an operation needs.
+func TestForbidGolden(t *testing.T) {
+	for p := Profile(0); p < numProfiles; p++ {
+		t.Run(p.String(), func(t *testing.T) {
+			fx := newFixture(t, p)
+			d, err := fx.engine.Check(context.Background(), &Request{APIKey: fx.active})
+			if err != nil || !d.Allowed() {
+				t.Fatalf("%v %v", d.Reason, err)
+			}
+			d = fx.engine.Forbid(d, "image:generate")
+			if d.Allowed() || d.Denial.Status != 403 || d.Denial.WWWAuthenticate != "" || d.Denial.RetryAfter != "" {
+				t.Fatalf("forbidden decision %+v", d)
+			}
+			path := GoldenPath(p, ReasonInsufficientScope)
+			if *update {
+				if err := os.WriteFile(path, []byte(d.Denial.Body+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.Denial.Body + "\n"; got != string(want) {
+				t.Fatalf("body differs from %s\n got: %s\nwant: %s", path, got, want)
+			}
+		})
+	}
+}
+
 // GoldenPath is where the golden deny body for profile p and reason r lives.
 func GoldenPath(p Profile, r Reason) string {
 	return filepath.Join("..", "testdata", "deny", p.String(), r.String()+".json")

@@ -16,30 +16,32 @@ type Reason uint8
 // Reasons, in the order the engine checks them.
 // The zero Reason is "undecided", so a zero Decision never reads as an allow.
 const (
-	ReasonUndecided   Reason = iota // no decision was made (the store could not answer)
-	ReasonAllowed                   // a valid, active key
-	ReasonMissing                   // no credential header, or an empty one
-	ReasonMalformed                 // wrong scheme, prefix, length or alphabet; whitespace; two different keys
-	ReasonBadChecksum               // well-formed but the checksum fails: mistyped or invented
-	ReasonUnknownKey                // checksum holds but no record has the key's hash
-	ReasonRevoked                   // the key's record is revoked
-	ReasonExpired                   // the key's record is past its expiry
-	ReasonUnavailable               // the store could not answer and nothing usable is cached (503)
-	ReasonThrottled                 // an uncached key over the store's miss budget (503)
+	ReasonUndecided         Reason = iota // no decision was made (the store could not answer)
+	ReasonAllowed                         // a valid, active key
+	ReasonMissing                         // no credential header, or an empty one
+	ReasonMalformed                       // wrong scheme, prefix, length or alphabet; whitespace; two different keys
+	ReasonBadChecksum                     // well-formed but the checksum fails: mistyped or invented
+	ReasonUnknownKey                      // checksum holds but no record has the key's hash
+	ReasonRevoked                         // the key's record is revoked
+	ReasonExpired                         // the key's record is past its expiry
+	ReasonUnavailable                     // the store could not answer and nothing usable is cached (503)
+	ReasonThrottled                       // an uncached key over the store's miss budget (503)
+	ReasonInsufficientScope               // a valid key without the scope the operation requires (403)
 	numReasons
 )
 
 var reasonCodes = [numReasons]string{
-	ReasonUndecided:   "undecided",
-	ReasonAllowed:     "allowed",
-	ReasonMissing:     "missing_key",
-	ReasonMalformed:   "malformed_key",
-	ReasonBadChecksum: "bad_checksum",
-	ReasonUnknownKey:  "unknown_key",
-	ReasonRevoked:     "revoked_key",
-	ReasonExpired:     "expired_key",
-	ReasonUnavailable: "store_unavailable",
-	ReasonThrottled:   "lookup_throttled",
+	ReasonUndecided:         "undecided",
+	ReasonAllowed:           "allowed",
+	ReasonMissing:           "missing_key",
+	ReasonMalformed:         "malformed_key",
+	ReasonBadChecksum:       "bad_checksum",
+	ReasonUnknownKey:        "unknown_key",
+	ReasonRevoked:           "revoked_key",
+	ReasonExpired:           "expired_key",
+	ReasonUnavailable:       "store_unavailable",
+	ReasonThrottled:         "lookup_throttled",
+	ReasonInsufficientScope: "insufficient_scope",
 }
 
 func (r Reason) String() string {
@@ -111,8 +113,11 @@ const retryAfterSeconds = "1"
 
 // status is the HTTP status of a denial for reason r.
 func (r Reason) status() int {
-	if r == ReasonUnavailable || r == ReasonThrottled {
+	switch r {
+	case ReasonUnavailable, ReasonThrottled:
 		return http.StatusServiceUnavailable
+	case ReasonInsufficientScope:
+		return http.StatusForbidden
 	}
 	return http.StatusUnauthorized
 }
@@ -132,10 +137,11 @@ func newDenier(p Profile, prefix, realm string) (*denier, error) {
 	}
 	d := &denier{profile: p, prefix: prefix}
 	for r := ReasonMissing; r < numReasons; r++ {
-		den := Denial{Status: r.status(), Body: d.body(r, nil)}
-		if den.Status == http.StatusUnauthorized {
+		den := Denial{Status: r.status(), Body: d.body(r, nil, "")}
+		switch den.Status {
+		case http.StatusUnauthorized:
 			den.WWWAuthenticate = challenge(realm, r)
-		} else {
+		case http.StatusServiceUnavailable:
 			den.RetryAfter = retryAfterSeconds
 		}
 		d.static[r] = den
@@ -147,8 +153,15 @@ func newDenier(p Profile, prefix, realm string) (*denier, error) {
 func (d *denier) deny(r Reason, rec *Record) Denial {
 	out := d.static[r]
 	if d.profile == ProfileAPIKey && rec != nil && (r == ReasonRevoked || r == ReasonExpired) {
-		out.Body = d.body(r, rec)
+		out.Body = d.body(r, rec, "")
 	}
+	return out
+}
+
+// forbid returns the 403 for a key (rec) that lacks the required scope.
+func (d *denier) forbid(rec *Record, required string) Denial {
+	out := d.static[ReasonInsufficientScope]
+	out.Body = d.body(ReasonInsufficientScope, rec, required)
 	return out
 }
 
@@ -176,9 +189,14 @@ type (
 		Error   magicxError `json:"error"`
 	}
 	magicxError struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		Status  int    `json:"status"`
+		Code    string         `json:"code"`
+		Message string         `json:"message"`
+		Status  int            `json:"status"`
+		Details *magicxDetails `json:"details,omitempty"`
+	}
+	magicxDetails struct {
+		RequiredScope string   `json:"required_scope"`
+		CurrentScopes []string `json:"current_scopes"`
 	}
 	apikeyBody struct {
 		Success bool        `json:"success"`
@@ -190,9 +208,10 @@ type (
 		Details *apikeyDetail `json:"details,omitempty"`
 	}
 	apikeyDetail struct {
-		Header    string `json:"header,omitempty"`
-		KeyID     string `json:"key_id,omitempty"`
-		ExpiredAt string `json:"expired_at,omitempty"`
+		Header        string `json:"header,omitempty"`
+		KeyID         string `json:"key_id,omitempty"`
+		ExpiredAt     string `json:"expired_at,omitempty"`
+		RequiredScope string `json:"required_scope,omitempty"`
 	}
 	mythiqBody struct {
 		Success bool   `json:"success"`
@@ -210,9 +229,12 @@ type (
 	}
 )
 
-func (d *denier) body(r Reason, rec *Record) string {
+// body renders the profile's body for reason r. rec is the key's record when known;
+// required is the missing scope of a 403.
+func (d *denier) body(r Reason, rec *Record, required string) string {
 	var v any
 	unavailable := r.status() == http.StatusServiceUnavailable
+	forbidden := r == ReasonInsufficientScope
 	switch d.profile {
 	case ProfileMagicx:
 		e := magicxError{Code: "AUTH_KEY_INVALID", Message: "API key is invalid, expired, or revoked", Status: http.StatusUnauthorized}
@@ -222,8 +244,15 @@ func (d *denier) body(r Reason, rec *Record) string {
 		case ReasonMalformed:
 			e.Code, e.Message = "AUTH_INVALID_FORMAT", "Invalid authorization format. Expected: Bearer "+d.prefix+"..."
 		}
-		if unavailable {
+		switch {
+		case unavailable:
 			e.Code, e.Message, e.Status = "AUTH_UNAVAILABLE", unavailableMessage, http.StatusServiceUnavailable
+		case forbidden:
+			e.Code, e.Message, e.Status = "AUTH_INSUFFICIENT_SCOPE", "Operation requires '"+required+"' scope", http.StatusForbidden
+			e.Details = &magicxDetails{RequiredScope: required, CurrentScopes: []string{}}
+			if rec != nil && rec.Scopes != nil {
+				e.Details.CurrentScopes = rec.Scopes
+			}
 		}
 		v = magicxBody{Error: e}
 	case ProfileAPIKey:
@@ -239,6 +268,11 @@ func (d *denier) body(r Reason, rec *Record) string {
 			e.Details = &apikeyDetail{KeyID: rec.ID}
 		case unavailable:
 			e.Code, e.Message = "AUTH_UNAVAILABLE", unavailableMessage
+		case forbidden:
+			e.Code, e.Message = "INSUFFICIENT_PERMISSIONS", "Access denied. Check your API key permissions."
+			if required != "" {
+				e.Details = &apikeyDetail{RequiredScope: required}
+			}
 		}
 		v = apikeyBody{Error: e}
 	case ProfileMythIQ:
@@ -248,6 +282,8 @@ func (d *denier) body(r Reason, rec *Record) string {
 			b.Message = "API key is missing"
 		case unavailable:
 			b.Message, b.Code = unavailableMessage, "service_unavailable"
+		case forbidden:
+			b.Message, b.Code = "API key does not have permission to access this resource", "permission_error"
 		}
 		v = b
 	case ProfileOpenAI:
@@ -257,6 +293,8 @@ func (d *denier) body(r Reason, rec *Record) string {
 			e.Code = "missing_api_key"
 		case unavailable:
 			e.Message, e.Type, e.Code = unavailableMessage, "server_error", "service_unavailable"
+		case forbidden:
+			e.Message, e.Code = "You don't have permission to access this resource or model.", "insufficient_permissions"
 		}
 		v = openaiBody{Error: e}
 	}

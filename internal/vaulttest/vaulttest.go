@@ -369,17 +369,18 @@ func UniquePath(t testing.TB) string {
 }
 
 // Counter is an http.RoundTripper that counts the requests whose path contains a
-// substring, passing every request on to the wrapped transport.
+// substring (and, when Method is set, that use it), passing every request on.
 type Counter struct {
 	Next     http.RoundTripper
 	Contains string
+	Method   string
 	mu       sync.Mutex
 	n        int
 }
 
 // RoundTrip implements http.RoundTripper.
 func (c *Counter) RoundTrip(r *http.Request) (*http.Response, error) {
-	if strings.Contains(r.URL.Path, c.Contains) {
+	if strings.Contains(r.URL.Path, c.Contains) && (c.Method == "" || r.Method == c.Method) {
 		c.mu.Lock()
 		c.n++
 		c.mu.Unlock()
