@@ -14,27 +14,28 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/duration"
 	"github.com/keygate/keygate/vaultstore"
 )
 
 // config is keygate's configuration file. Every field has a default; flags override
 // the file.
 type config struct {
-	GRPCAddr        string   `json:"grpc_addr"`        // ext_authz gRPC listener
-	HTTPAddr        string   `json:"http_addr"`        // /healthz and /readyz; "" disables
-	DenyProfile     string   `json:"deny_profile"`     // magicx, apikey, mythiq or openai
-	KeyPrefix       string   `json:"key_prefix"`       // e.g. mgx-sk-
-	Realm           string   `json:"realm"`            // WWW-Authenticate realm
-	KeepCredentials bool     `json:"keep_credentials"` // forward Authorization/X-API-Key upstream
-	LogLevel        string   `json:"log_level"`        // debug, info, warn, error
-	ShutdownDelay   duration `json:"shutdown_delay"`   // on stop, keep serving this long while NOT_SERVING
-	ShutdownGrace   duration `json:"shutdown_grace"`   // then in-flight checks get this long
+	GRPCAddr        string         `json:"grpc_addr"`        // ext_authz gRPC listener
+	HTTPAddr        string         `json:"http_addr"`        // /healthz and /readyz; "" disables
+	DenyProfile     string         `json:"deny_profile"`     // magicx, apikey, mythiq or openai
+	KeyPrefix       string         `json:"key_prefix"`       // e.g. mgx-sk-
+	Realm           string         `json:"realm"`            // WWW-Authenticate realm
+	KeepCredentials bool           `json:"keep_credentials"` // forward Authorization/X-API-Key upstream
+	LogLevel        string         `json:"log_level"`        // debug, info, warn, error
+	ShutdownDelay   configDuration `json:"shutdown_delay"`   // on stop, keep serving this long while NOT_SERVING
+	ShutdownGrace   configDuration `json:"shutdown_grace"`   // then in-flight checks get this long
 	Vault           struct {
-		Address       string   `json:"address"`        // default $VAULT_ADDR
-		TokenFile     string   `json:"token_file"`     // default $VAULT_TOKEN
-		Mount         string   `json:"mount"`          // KV v2 mount
-		Path          string   `json:"path"`           // base path inside the mount
-		LookupTimeout duration `json:"lookup_timeout"` // cap on one Vault read while checking
+		Address       string         `json:"address"`        // default $VAULT_ADDR
+		TokenFile     string         `json:"token_file"`     // default $VAULT_TOKEN
+		Mount         string         `json:"mount"`          // KV v2 mount
+		Path          string         `json:"path"`           // base path inside the mount
+		LookupTimeout configDuration `json:"lookup_timeout"` // cap on one Vault read while checking
 		Auth          struct {
 			Method       string `json:"method"`         // token (default), approle or cert
 			Mount        string `json:"mount"`          // auth mount; default the method's name
@@ -45,13 +46,13 @@ type config struct {
 		TLS vaultTLS `json:"tls"`
 	} `json:"vault"`
 	Cache struct {
-		Size         int      `json:"size"`          // records, known and unknown
-		TTL          duration `json:"ttl"`           // a record is read again after this
-		NegativeTTL  duration `json:"negative_ttl"`  // an unknown key is re-checked after this
-		StaleFor     duration `json:"stale_for"`     // serve past the TTL while Vault is down
-		MissRate     float64  `json:"miss_rate"`     // Vault reads/s for uncached keys
-		MissBurst    int      `json:"miss_burst"`    // reads at once for uncached keys
-		PollInterval duration `json:"poll_interval"` // change feed (revocations) poll
+		Size         int            `json:"size"`          // records, known and unknown
+		TTL          configDuration `json:"ttl"`           // a record is read again after this
+		NegativeTTL  configDuration `json:"negative_ttl"`  // an unknown key is re-checked after this
+		StaleFor     configDuration `json:"stale_for"`     // serve past the TTL while Vault is down
+		MissRate     float64        `json:"miss_rate"`     // Vault reads/s for uncached keys
+		MissBurst    int            `json:"miss_burst"`    // reads at once for uncached keys
+		PollInterval configDuration `json:"poll_interval"` // change feed (revocations) poll
 	} `json:"cache"`
 }
 
@@ -63,17 +64,17 @@ func defaultConfig() config {
 	c.KeyPrefix = "mgx-sk-"
 	c.Realm = "keygate"
 	c.LogLevel = "info"
-	c.ShutdownGrace = duration(10 * time.Second)
+	c.ShutdownGrace = configDuration(10 * time.Second)
 	c.Vault.Mount = "secret"
 	c.Vault.Path = "keygate"
-	c.Vault.LookupTimeout = duration(vaultstore.DefaultLookupTimeout)
+	c.Vault.LookupTimeout = configDuration(vaultstore.DefaultLookupTimeout)
 	c.Cache.Size = 100_000
-	c.Cache.TTL = duration(5 * time.Minute)
-	c.Cache.NegativeTTL = duration(30 * time.Second)
-	c.Cache.StaleFor = duration(time.Hour)
+	c.Cache.TTL = configDuration(5 * time.Minute)
+	c.Cache.NegativeTTL = configDuration(30 * time.Second)
+	c.Cache.StaleFor = configDuration(time.Hour)
 	c.Cache.MissRate = 100
 	c.Cache.MissBurst = 200
-	c.Cache.PollInterval = duration(500 * time.Millisecond)
+	c.Cache.PollInterval = configDuration(500 * time.Millisecond)
 	return c
 }
 
@@ -214,38 +215,22 @@ func (cfg *config) logLevel() (slog.Level, error) {
 	return l, nil
 }
 
-// duration is a time.Duration written as "150ms", "10s" or "30d" in the config.
-type duration time.Duration
+// configDuration is a time.Duration written as "150ms", "10s" or "30d" in the config.
+type configDuration time.Duration
 
-func (d *duration) UnmarshalJSON(b []byte) error {
+func (d *configDuration) UnmarshalJSON(b []byte) error {
 	s, err := strconv.Unquote(string(b))
 	if err != nil {
-		return fmt.Errorf("duration must be a string such as \"150ms\" or \"30d\", got %s", b)
+		return fmt.Errorf("a duration must be a string such as \"150ms\" or \"30d\", got %s", b)
 	}
-	v, err := parseDuration(s)
+	v, err := duration.Parse(s)
 	if err != nil {
 		return err
 	}
-	*d = duration(v)
+	*d = configDuration(v)
 	return nil
 }
 
-func (d duration) MarshalJSON() ([]byte, error) {
+func (d configDuration) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.Quote(time.Duration(d).String())), nil
-}
-
-// parseDuration accepts Go durations ("90m", "1h30m") and whole days ("30d", "90d").
-func parseDuration(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.Atoi(n)
-		if err != nil || days < 0 || days > 36500 {
-			return 0, fmt.Errorf("invalid duration %q: want whole days such as 30d", s)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: %w", s, err)
-	}
-	return d, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/duration"
 	"github.com/keygate/keygate/vaultstore"
 )
 
@@ -146,7 +147,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	if *expiresIn != "" {
-		d, err := parseDuration(*expiresIn)
+		d, err := duration.Parse(*expiresIn)
 		if err != nil {
 			return fmt.Errorf("keys create: --expires-in: %w", err)
 		}

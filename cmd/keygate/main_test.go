@@ -276,21 +276,6 @@ func TestConfigFile(t *testing.T) {
 	}
 }
 
-func TestParseDuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{
-		"90d": 90 * 24 * time.Hour, "0d": 0, "150ms": 150 * time.Millisecond, "1h30m": 90 * time.Minute,
-	} {
-		if got, err := parseDuration(in); err != nil || got != want {
-			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "d", "1.5d", "-1d", "99999999d", "ten", "3 days"} {
-		if _, err := parseDuration(bad); err == nil {
-			t.Errorf("parseDuration(%q) accepted", bad)
-		}
-	}
-}
-
 func TestUsage(t *testing.T) {
 	if _, _, err := cli(t); !errors.Is(err, exitCode(2)) {
 		t.Fatalf("no arguments: %v", err)
