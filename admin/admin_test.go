@@ -1,0 +1,273 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/audit"
+	"github.com/keygate/keygate/internal/vaulttest"
+	"github.com/keygate/keygate/vaultstore"
+)
+
+var shared vaulttest.Shared
+
+func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type fixture struct {
+	url                         string
+	store                       *vaultstore.Store
+	engine                      *authz.Engine
+	audit                       *syncBuffer
+	admin, owner, plain, otherB string // keys
+	otherRec                    authz.Record
+	keys                        []string // every key made, for the audit scan
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	v := shared.Get(t)
+	store, err := vaultstore.New(vaultstore.Config{Client: v.Client(t, nil), Path: vaulttest.UniquePath(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := authz.NewFormat("mgx-sk-")
+	engine, err := authz.New(authz.Config{Format: f, Lookup: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx := &fixture{store: store, engine: engine, audit: &syncBuffer{}}
+	mk := func(name, owner string, scopes ...string) (string, authz.Record) {
+		key, rec, err := f.Issue(authz.KeySpec{Name: name, Owner: owner, Scopes: scopes}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Create(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+		fx.keys = append(fx.keys, key)
+		return key, rec
+	}
+	fx.admin, _ = mk("ops", "acct_ops", ScopeAdmin)
+	fx.owner, _ = mk("self-service", "acct_a", ScopeAPIKeys, "chat:completions")
+	fx.plain, _ = mk("app", "acct_a", "chat:completions")
+	fx.otherB, fx.otherRec = mk("b app", "acct_b", "chat:completions")
+	srv := httptest.NewServer(New(Config{Engine: engine, Store: store, Format: f, Audit: audit.New(fx.audit)}))
+	t.Cleanup(srv.Close)
+	fx.url = srv.URL
+	return fx
+}
+
+// call sends one request with the key as a Bearer token and decodes the JSON answer.
+func (fx *fixture) call(t *testing.T, key, method, path, body string) (int, http.Header, map[string]any, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, fx.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, resp.Header, m, string(raw)
+}
+
+func (fx *fixture) remember(key any) {
+	if k, ok := key.(string); ok {
+		fx.keys = append(fx.keys, k)
+	}
+}
+
+func TestRefusedCallers(t *testing.T) {
+	fx := newFixture(t)
+	for name, tc := range map[string]struct {
+		key    string
+		status int
+		body   string
+	}{
+		"no key":        {"", 401, `{"success":false,"error":{"code":"AUTH_MISSING","message":"Authorization header required","status":401}}`},
+		"invalid key":   {fx.admin[:len(fx.admin)-2] + "zz", 401, `{"success":false,"error":{"code":"AUTH_KEY_INVALID","message":"API key is invalid, expired, or revoked","status":401}}`},
+		"without scope": {fx.plain, 403, `{"success":false,"error":{"code":"AUTH_INSUFFICIENT_SCOPE","message":"Operation requires 'admin' scope","status":403,"details":{"required_scope":"admin","current_scopes":["chat:completions"]}}}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			status, _, _, raw := fx.call(t, tc.key, "GET", "/api-keys", "")
+			if status != tc.status || raw != tc.body {
+				t.Fatalf("%d %s\nwant %d %s", status, raw, tc.status, tc.body)
+			}
+		})
+	}
+}
+
+func TestAdminCaller(t *testing.T) {
+	fx := newFixture(t)
+	status, _, _, raw := fx.call(t, fx.admin, "GET", "/api-keys", "")
+	var list []View
+	if err := json.Unmarshal([]byte(raw), &list); status != 200 || err != nil || len(list) != 4 {
+		t.Fatalf("list: %d %s", status, raw)
+	}
+
+	status, h, m, raw := fx.call(t, fx.admin, "POST", "/api-keys", `{"name":"Production App","owner":"acct_b","scopes":["models:read"],"expires_in":"90d"}`)
+	if status != 201 || h.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create: %d %s", status, raw)
+	}
+	fx.remember(m["key"])
+	id, _ := m["id"].(string)
+	if d, _ := fx.engine.Check(context.Background(), &authz.Request{APIKey: m["key"].(string)}); !d.Allowed() || d.Record.Owner != "acct_b" {
+		t.Fatalf("the created key is not accepted: %v", d.Reason)
+	}
+	if status, _, _, raw := fx.call(t, fx.admin, "POST", "/api-keys", `{"name":"Production App","owner":"acct_b"}`); status != 409 || !strings.Contains(raw, "NAME_TAKEN") {
+		t.Fatalf("duplicate name: %d %s", status, raw)
+	}
+
+	status, _, m, raw = fx.call(t, fx.admin, "POST", "/api-keys/"+id+"/rotate", `{"grace":"1h"}`)
+	if status != 201 || m["key"] == nil || m["old"].(map[string]any)["status"] != "rotating" {
+		t.Fatalf("rotate: %d %s", status, raw)
+	}
+	fx.remember(m["key"])
+	newID := m["id"].(string)
+
+	status, _, m, raw = fx.call(t, fx.admin, "PATCH", "/api-keys/"+newID, `{"scopes":["models:read","image:generate"]}`)
+	if status != 200 || strings.Join(toStrings(m["scopes"]), ",") != "image:generate,models:read" {
+		t.Fatalf("scopes: %d %s", status, raw)
+	}
+	status, _, m, raw = fx.call(t, fx.admin, "DELETE", "/api-keys/"+newID, "")
+	if status != 200 || m["status"] != "revoked" {
+		t.Fatalf("revoke: %d %s", status, raw)
+	}
+	if status, _, _, raw := fx.call(t, fx.admin, "GET", "/api-keys/key_0000000000000000", ""); status != 404 || !strings.Contains(raw, "KEY_NOT_FOUND") {
+		t.Fatalf("unknown id: %d %s", status, raw)
+	}
+	for name, body := range map[string]string{
+		"not json":      `{`,
+		"unknown field": `{"name":"x","colour":"red"}`,
+		"bad expiry":    `{"name":"x","expires_in":"soon"}`,
+		"bad scope":     `{"name":"x","scopes":["a b"]}`,
+	} {
+		if status, _, _, raw := fx.call(t, fx.admin, "POST", "/api-keys", body); status != 400 || !strings.Contains(raw, "INVALID_REQUEST") {
+			t.Errorf("%s: %d %s", name, status, raw)
+		}
+	}
+	fx.checkAudit(t, audit.KeyCreated, audit.KeyRotated, audit.KeyScopesChanged, audit.KeyRevoked, audit.AdminCall)
+}
+
+func TestOwnerScopedCaller(t *testing.T) {
+	fx := newFixture(t)
+	status, _, _, raw := fx.call(t, fx.owner, "GET", "/api-keys", "")
+	var list []View
+	if err := json.Unmarshal([]byte(raw), &list); status != 200 || err != nil {
+		t.Fatalf("list: %d %s", status, raw)
+	}
+	for _, v := range list {
+		if v.Owner != "acct_a" {
+			t.Fatalf("an acct_a caller sees %s of %s", v.ID, v.Owner)
+		}
+	}
+	if len(list) != 2 {
+		t.Fatalf("acct_a caller sees %d keys, want its 2", len(list))
+	}
+	for name, tc := range map[string]struct {
+		method, path, body string
+		status             int
+	}{
+		"another owner's key":        {"GET", "/api-keys/" + fx.otherRec.ID, "", 404},
+		"rotate another owner's key": {"POST", "/api-keys/" + fx.otherRec.ID + "/rotate", "", 404},
+		"revoke another owner's key": {"DELETE", "/api-keys/" + fx.otherRec.ID, "", 404},
+		"create for another owner":   {"POST", "/api-keys", `{"name":"x","owner":"acct_b"}`, 403},
+		"grant admin":                {"POST", "/api-keys", `{"name":"x","scopes":["admin"]}`, 403},
+		"grant a scope it lacks":     {"POST", "/api-keys", `{"name":"x","scopes":["image:generate"]}`, 403},
+		"change scopes":              {"PATCH", "/api-keys/" + fx.otherRec.ID, `{"scopes":["admin"]}`, 403},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if status, _, _, raw := fx.call(t, fx.owner, tc.method, tc.path, tc.body); status != tc.status {
+				t.Fatalf("%d %s, want %d", status, raw, tc.status)
+			}
+		})
+	}
+	if got, _ := fx.store.Get(context.Background(), fx.otherRec.ID); !got.RevokedAt.IsZero() || got.ReplacedBy != "" {
+		t.Fatal("an acct_a caller changed an acct_b key")
+	}
+	status, _, m, raw := fx.call(t, fx.owner, "POST", "/api-keys", `{"name":"ci","scopes":["chat:completions"]}`)
+	if status != 201 || m["owner"] != "acct_a" {
+		t.Fatalf("create own key: %d %s", status, raw)
+	}
+	fx.remember(m["key"])
+	id := m["id"].(string)
+	if status, _, m, raw := fx.call(t, fx.owner, "POST", "/api-keys/"+id+"/rotate", `{"grace":"0"}`); status != 201 || m["old"].(map[string]any)["status"] != "revoked" {
+		t.Fatalf("rotate own key with grace 0: %d %s", status, raw)
+	} else {
+		fx.remember(m["key"])
+	}
+	fx.checkAudit(t, audit.KeyCreated, audit.KeyRotated, audit.AdminCall)
+}
+
+// checkAudit asserts that each event kind was logged and that no key is in the log.
+func (fx *fixture) checkAudit(t *testing.T, kinds ...string) {
+	t.Helper()
+	log := fx.audit.String()
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
+		var e audit.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		seen[e.Event] = true
+		if e.Event == audit.AdminCall && (e.Status == 0 || e.Details["path"] == nil) {
+			t.Fatalf("admin call without status or path: %s", line)
+		}
+	}
+	for _, k := range kinds {
+		if !seen[k] {
+			t.Errorf("no %s event in the audit log:\n%s", k, log)
+		}
+	}
+	for _, key := range fx.keys {
+		if strings.Contains(log, key) || strings.Contains(log, key[7:33]) {
+			t.Fatal("the audit log holds key material")
+		}
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		out = append(out, x.(string))
+	}
+	return out
+}

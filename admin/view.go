@@ -1,0 +1,51 @@
+package admin
+
+import (
+	"time"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// View is a key's record as the API and the CLI show it: never the key, only its hint.
+type View struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Owner      string     `json:"owner"`
+	Kind       authz.Kind `json:"kind"`
+	Scopes     []string   `json:"scopes"`
+	Status     string     `json:"status"`
+	Hint       string     `json:"hint"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+	ReplacedBy string     `json:"replaced_by,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+// NewView returns r as shown at now.
+func NewView(r authz.Record, now time.Time) View {
+	v := View{ID: r.ID, Name: r.Name, Owner: r.Owner, Kind: r.Kind, Scopes: r.Scopes, Status: string(r.StatusAt(now)),
+		Hint: r.Hint, CreatedAt: r.CreatedAt, ReplacedBy: r.ReplacedBy}
+	if v.Scopes == nil {
+		v.Scopes = []string{}
+	}
+	if !r.ExpiresAt.IsZero() {
+		v.ExpiresAt = &r.ExpiresAt
+	}
+	if !r.RevokedAt.IsZero() {
+		v.RevokedAt = &r.RevokedAt
+	}
+	return v
+}
+
+// WithKey is a view plus the key itself: the one answer that shows it.
+type WithKey struct {
+	View
+	Key string `json:"key"`
+}
+
+// RotateResponse is the answer to a rotation: the new key, once, and the old record.
+type RotateResponse struct {
+	WithKey
+	Old View `json:"old"`
+}
