@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -17,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/audit"
 )
 
 // Headers keygate sets on allowed requests, for the upstream.
@@ -41,6 +45,16 @@ type Options struct {
 	// Logger receives one line per denial (info), per allow (debug) and per request
 	// that could not be decided (warn). nil discards them.
 	Logger *slog.Logger
+	// Audit receives an auth.failed (or key.expired_on_use) event per denial; nil: none.
+	Audit *audit.Log
+	// Usage is told of every allowed key, to record its last use; nil: not recorded.
+	Usage UsageRecorder
+}
+
+// UsageRecorder remembers when keys were used. It must not block: it runs on every
+// allowed check.
+type UsageRecorder interface {
+	Seen(id string, at time.Time)
 }
 
 // Server answers Envoy's ext_authz Check calls with the decisions of an authz.Engine.
@@ -48,13 +62,15 @@ type Server struct {
 	engine *authz.Engine
 	remove []string
 	log    *slog.Logger
+	audit  *audit.Log
+	usage  UsageRecorder
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
 
 // NewServer returns a Server deciding with engine.
 func NewServer(engine *authz.Engine, opts Options) *Server {
-	s := &Server{engine: engine, log: opts.Logger}
+	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage}
 	if !opts.KeepCredentials {
 		s.remove = []string{headerAuthorization, headerAPIKey}
 	}
@@ -90,13 +106,33 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			}
 			s.log.LogAttrs(ctx, slog.LevelInfo, "denied", attrs...)
 		}
+		if s.audit != nil {
+			ev := audit.Event{Event: audit.AuthFailed, Reason: d.Reason.String(), Status: d.Denial.Status,
+				KeyID: d.Record.ID, Owner: d.Record.Owner, RequestID: d.RequestID, Source: source(req)}
+			if d.Reason == authz.ReasonExpired {
+				ev.Event = audit.KeyExpiredOnUse
+			}
+			s.audit.Write(ev)
+		}
 		return denied(&d), nil
+	}
+	if s.usage != nil {
+		s.usage.Seen(d.Record.ID, time.Now())
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "allowed",
 			slog.String("request_id", d.RequestID), slog.String("key_id", d.Record.ID))
 	}
 	return s.allowed(&d), nil
+}
+
+// source is the client's address as Envoy saw it ("ip:port"), for the audit log.
+func source(req *authv3.CheckRequest) string {
+	sa := req.GetAttributes().GetSource().GetAddress().GetSocketAddress()
+	if sa == nil {
+		return ""
+	}
+	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
 }
 
 // requestFrom reads the credential headers from both places Envoy may put them: the

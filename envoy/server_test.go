@@ -1,13 +1,16 @@
 package envoy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/internal/vaulttest"
 	"github.com/keygate/keygate/vaultstore"
 )
@@ -452,4 +456,63 @@ type staticLookup struct{ rec authz.Record }
 
 func (s staticLookup) Lookup(context.Context, authz.KeyHash) (authz.Record, error) {
 	return s.rec, nil
+}
+
+// usageLog records Seen calls.
+type usageLog struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (u *usageLog) Seen(id string, _ time.Time) {
+	u.mu.Lock()
+	u.ids = append(u.ids, id)
+	u.mu.Unlock()
+}
+
+func TestAuditAndUsage(t *testing.T) {
+	ks := newKeyset(t)
+	var log bytes.Buffer
+	usage := &usageLog{}
+	client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMagicx), Options{Audit: audit.New(&log), Usage: usage}))
+	for _, h := range []map[string]string{
+		{"authorization": "Bearer " + ks.active},
+		{"authorization": "Bearer " + ks.badChecksum},
+		{"x-api-key": ks.expired},
+		{"x-api-key": ks.revoked},
+	} {
+		if _, err := client.Check(context.Background(), envoyRequest(t, h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(usage.ids) != 1 || usage.ids[0] != ks.activeRec.ID {
+		t.Fatalf("usage recorded %v, want the one allowed key", usage.ids)
+	}
+	var events []audit.Event
+	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
+		var e audit.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, e)
+	}
+	want := []struct{ event, reason, keyID string }{
+		{audit.AuthFailed, "bad_checksum", ""},
+		{audit.KeyExpiredOnUse, "expired_key", ks.expiredRec.ID},
+		{audit.AuthFailed, "revoked_key", ks.revokedRec.ID},
+	}
+	if len(events) != len(want) {
+		t.Fatalf("%d audit events, want %d:\n%s", len(events), len(want), log.String())
+	}
+	for i, w := range want {
+		e := events[i]
+		if e.Event != w.event || e.Reason != w.reason || e.KeyID != w.keyID || e.Source != "10.1.2.3:53122" || e.RequestID != envoyRequestID || e.Status != 401 {
+			t.Errorf("event %d: %+v, want %+v", i, e, w)
+		}
+	}
+	for _, k := range []string{ks.active, ks.badChecksum, ks.expired, ks.revoked} {
+		if strings.Contains(log.String(), k[len(prefix):len(prefix)+20]) {
+			t.Fatal("the audit log holds key material")
+		}
+	}
 }

@@ -28,6 +28,10 @@ type config struct {
 	Realm           string         `json:"realm"`            // WWW-Authenticate realm
 	KeepCredentials bool           `json:"keep_credentials"` // forward Authorization/X-API-Key upstream
 	LogLevel        string         `json:"log_level"`        // debug, info, warn, error
+	AdminAddr       string         `json:"admin_addr"`       // key management API; "" disables
+	AuditLog        string         `json:"audit_log"`        // "" (none), "stdout", or a file path
+	RotationGrace   configDuration `json:"rotation_grace"`   // admin API rotations that name no grace
+	UsageFlush      configDuration `json:"usage_flush"`      // last-used times are written this often
 	ShutdownDelay   configDuration `json:"shutdown_delay"`   // on stop, keep serving this long while NOT_SERVING
 	ShutdownGrace   configDuration `json:"shutdown_grace"`   // then in-flight checks get this long
 	Vault           struct {
@@ -64,6 +68,9 @@ func defaultConfig() config {
 	c.KeyPrefix = "mgx-sk-"
 	c.Realm = "keygate"
 	c.LogLevel = "info"
+	c.AdminAddr = "127.0.0.1:9003"
+	c.RotationGrace = configDuration(30 * 24 * time.Hour)
+	c.UsageFlush = configDuration(time.Minute)
 	c.ShutdownGrace = configDuration(10 * time.Second)
 	c.Vault.Mount = "secret"
 	c.Vault.Path = "keygate"

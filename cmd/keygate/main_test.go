@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,9 @@ func freeAddr(t *testing.T) string {
 func startServe(t *testing.T, args ...string) (grpcAddr, httpAddr string, logs *syncBuffer) {
 	t.Helper()
 	grpcAddr, httpAddr = freeAddr(t), freeAddr(t)
+	if !slices.Contains(args, "--admin-addr") {
+		args = append(args, "--admin-addr", "")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs = &syncBuffer{}
 	done := make(chan error, 1)
@@ -207,7 +211,8 @@ func TestCLIErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		"no name":          {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base}, "--name is required"},
+		"no name":          {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base}, "--name and --owner are required"},
+		"no owner":         {[]string{"keys", "create", "--name", "x", "--vault-path", base}, "--name and --owner are required"},
 		"bad expiry":       {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "x", "--expires-in", "soon"}, "invalid duration"},
 		"negative expiry":  {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "x", "--expires-in", "-1h"}, "must be positive"},
 		"bad scope":        {[]string{"keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "x", "--scopes", "a b"}, "invalid key spec"},

@@ -61,7 +61,7 @@ type replica struct {
 func startReplica(t *testing.T, v *vaulttest.Server, configFile string) *replica {
 	t.Helper()
 	r := &replica{grpcAddr: freeAddr(t), logs: &syncBuffer{}}
-	cmd := exec.Command(keygateBinary(t), "serve", "--config", configFile, "--grpc-addr", r.grpcAddr, "--http-addr", "")
+	cmd := exec.Command(keygateBinary(t), "serve", "--config", configFile, "--grpc-addr", r.grpcAddr, "--http-addr", "", "--admin-addr", "")
 	cmd.Env = append(os.Environ(), v.Env()...)
 	cmd.Stdout, cmd.Stderr = r.logs, r.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -307,7 +307,7 @@ func TestGracefulShutdown(t *testing.T) {
 	logs := &syncBuffer{}
 	served := make(chan error, 1)
 	go func() {
-		served <- run(ctx, []string{"serve", "--config", cfg, "--grpc-addr", grpcAddr, "--http-addr", ""}, logs, logs)
+		served <- run(ctx, []string{"serve", "--config", cfg, "--grpc-addr", grpcAddr, "--http-addr", "", "--admin-addr", ""}, logs, logs)
 	}()
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,18 +20,21 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/vaultstore"
 )
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("keygate serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var common commonFlags
 	common.register(fs)
 	grpcAddr := fs.String("grpc-addr", "", "ext_authz gRPC listen address (default from config: 127.0.0.1:9001)")
 	httpAddr := fs.String("http-addr", "", "health listen address (default from config: 127.0.0.1:9002)")
+	adminAddr := fs.String("admin-addr", "", "admin API listen address (default from config: 127.0.0.1:9003)")
+	auditLog := fs.String("audit-log", "", "audit log: a file, or stdout (default from config: none)")
 	profile := fs.String("deny-profile", "", "deny body profile: magicx, apikey, mythiq or openai (default from config: magicx)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default from config: info)")
 	if err := fs.Parse(args); err != nil {
@@ -48,18 +52,21 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		"http-addr":    {httpAddr, &cfg.HTTPAddr},
 		"deny-profile": {profile, &cfg.DenyProfile},
 		"log-level":    {logLevel, &cfg.LogLevel},
+		"admin-addr":   {adminAddr, &cfg.AdminAddr},
+		"audit-log":    {auditLog, &cfg.AuditLog},
 	})
 	level, err := cfg.logLevel()
 	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, stdout, log)
 }
 
 // serve runs the servers until ctx ends, then stops them gracefully: health reports
-// NOT_SERVING first, in-flight checks get cfg.ShutdownGrace to finish.
-func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+// NOT_SERVING first, in-flight checks get cfg.ShutdownGrace to finish, and the last
+// usage times are flushed to Vault.
+func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
 	format, err := cfg.format()
 	if err != nil {
 		return err
@@ -90,32 +97,53 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout)
+	if err != nil {
+		return err
+	}
+	if auditFile != nil {
+		defer auditFile.Close()
+	}
+	usage := store.NewUsage()
 
 	g := grpc.NewServer()
-	envoy.NewServer(engine, envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log}).Register(g)
+	envoy.NewServer(engine, envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage}).Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	var draining atomic.Bool
-	go cache.Run(runCtx)
-	go watchReadiness(runCtx, cache, &draining, hs, time.Duration(cfg.Cache.PollInterval), log)
+	var background sync.WaitGroup
+	background.Go(func() { cache.Run(runCtx) })
+	background.Go(func() { usage.Run(runCtx, time.Duration(cfg.UsageFlush)) })
+	background.Go(func() { watchReadiness(runCtx, cache, &draining, hs, time.Duration(cfg.Cache.PollInterval), log) })
 
 	glis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- g.Serve(glis) }()
 
-	var hsrv *http.Server
-	if cfg.HTTPAddr != "" {
-		hlis, err := net.Listen("tcp", cfg.HTTPAddr)
+	var httpServers []*http.Server
+	for _, l := range []struct {
+		name, addr string
+		handler    http.Handler
+	}{
+		{"health", cfg.HTTPAddr, healthMux(&draining, cache)},
+		{"admin API", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog,
+			DefaultGrace: time.Duration(cfg.RotationGrace)})},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		lis, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			g.Stop()
-			return fmt.Errorf("http listener: %w", err)
+			return fmt.Errorf("%s listener: %w", l.name, err)
 		}
-		hsrv = &http.Server{Handler: healthMux(&draining, cache), ReadHeaderTimeout: 5 * time.Second}
-		go func() { errc <- hsrv.Serve(hlis) }()
-		log.Info("serving health", slog.String("addr", hlis.Addr().String()))
+		srv := &http.Server{Handler: l.handler, ReadHeaderTimeout: 5 * time.Second}
+		httpServers = append(httpServers, srv)
+		go func() { errc <- srv.Serve(lis) }()
+		log.Info("serving "+l.name, slog.String("addr", lis.Addr().String()))
 	}
 	log.Info("serving ext_authz", slog.String("addr", glis.Addr().String()),
 		slog.String("deny_profile", p.String()), slog.String("key_prefix", format.Prefix()),
@@ -135,7 +163,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		// Keep deciding while health checkers notice, before connections are closed.
 		time.Sleep(d)
 	}
-	stopRun()
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
 	grace := time.NewTimer(time.Duration(cfg.ShutdownGrace))
@@ -146,11 +173,13 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		log.Warn("shutdown grace over; closing remaining connections")
 		g.Stop()
 	}
-	if hsrv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = hsrv.Shutdown(sctx)
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, srv := range httpServers {
+		_ = srv.Shutdown(sctx)
 	}
+	stopRun()
+	background.Wait() // includes the last usage flush
 	log.Info("stopped")
 	return nil
 }

@@ -77,7 +77,7 @@ func run() error {
 	unknown, _ := f.Generate(nil)
 
 	grpcAddr, httpAddr := freeAddr(), freeAddr()
-	cmd := exec.Command(bin, "serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--vault-path", "soak", "--log-level", "error")
+	cmd := exec.Command(bin, "serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--admin-addr", "", "--vault-path", "soak", "--log-level", "error")
 	cmd.Env = append(os.Environ(), v.Env()...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
