@@ -37,7 +37,7 @@ func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err 
 	if err != nil {
 		return "", Record{}, err
 	}
-	scopes := slices.Clone(spec.Scopes)
+	scopes := append([]string{}, spec.Scopes...)
 	slices.Sort(scopes)
 	rec = Record{
 		ID:        id,

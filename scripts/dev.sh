@@ -32,6 +32,8 @@ created=$(bin/keygate keys create --config scripts/dev.yaml --name "Demo App" --
 key=$(printf '%s' "$created" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
 id=$(printf '%s' "$created" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 typo="${key%?}x"; [ "$typo" != "$key" ] || typo="${key%?}y"
+admin_key=$(bin/keygate keys create --config scripts/dev.yaml --name "Dev Admin" --owner ops \
+  --scopes admin --json | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
 
 cat <<MSG
 
@@ -48,9 +50,13 @@ Try it from another terminal (each sends a CheckRequest as Envoy would):
   bin/keygate check --addr $grpc_addr -H "X-API-Key: $key"
   bin/keygate check --addr $grpc_addr                                   # no key: 401
   bin/keygate check --addr $grpc_addr -H "Authorization: Bearer $typo"   # typo: 401, no Vault read
+Admin API on http://127.0.0.1:9003 (admin key, shown once: $admin_key):
+  curl -s -H "Authorization: Bearer $admin_key" http://127.0.0.1:9003/api-keys
+  curl -s -H "Authorization: Bearer $admin_key" -X POST http://127.0.0.1:9003/api-keys -d '{"name":"Staging","owner":"demo"}'
 Manage keys (source .dev/vault.env first):
   set -a; . .dev/vault.env; set +a
   bin/keygate keys list --config scripts/dev.yaml
+  bin/keygate keys rotate $id --grace 1h --config scripts/dev.yaml
   bin/keygate keys revoke $id --config scripts/dev.yaml
 Put Envoy in front with envoy/configs/sidecar.yaml.
 

@@ -23,8 +23,11 @@ func tokenWithPolicy(t *testing.T, file, base string) *api.Client {
 	}
 	root := vault(t).Client(t, nil)
 	name := strings.ReplaceAll(base, "/", "-") + "-" + strings.TrimSuffix(file[len("policies/"):], ".hcl")
-	hcl := strings.ReplaceAll(string(raw), "secret/data/keygate/", "secret/data/"+base+"/")
-	hcl = strings.ReplaceAll(hcl, "secret/metadata/keygate/", "secret/metadata/"+base+"/")
+	hcl := strings.NewReplacer(
+		"secret/data/keygate/", "secret/data/"+base+"/",
+		"secret/metadata/keygate/", "secret/metadata/"+base+"/",
+		"secret/data/apps/", "secret/data/"+base+"-apps/",
+	).Replace(string(raw))
 	if err := root.Sys().PutPolicy(name, hcl); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +77,18 @@ func TestShippedPoliciesAreEnoughAndNoMore(t *testing.T) {
 	if got, err := serveStore.Lookup(ctx, authz.HashKey(key)); err != nil || got.ID != rec.ID {
 		t.Fatalf("lookup with serve.hcl: %v", err)
 	}
+	cache, err := NewCache(serveStore, CacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Poll(ctx); err != nil {
+		t.Fatalf("change feed with serve.hcl: %v", err)
+	}
+	usage := serveStore.NewUsage()
+	usage.Seen(rec.ID, time.Now())
+	if err := usage.Flush(ctx); err != nil {
+		t.Fatalf("usage with serve.hcl: %v", err)
+	}
 	_, other := issue(t, authz.KeySpec{Name: "not allowed"})
 	if err := serveStore.Create(ctx, other); !errors.Is(err, ErrVaultUnavailable) {
 		t.Fatalf("serve.hcl may create keys: %v", err)
@@ -87,5 +102,36 @@ func TestShippedPoliciesAreEnoughAndNoMore(t *testing.T) {
 
 	if _, err := keysStore.Revoke(ctx, rec.ID, time.Now()); err != nil {
 		t.Fatalf("revoke with keys.hcl: %v", err)
+	}
+	if _, _, err := keysStore.SetScopes(ctx, rec.ID, []string{"read"}); err != nil {
+		t.Fatalf("scopes with keys.hcl: %v", err)
+	}
+	_, young := issue(t, authz.KeySpec{Name: "young"})
+	if err := keysStore.Create(ctx, young); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keysStore.Rotate(ctx, mgx, young.ID, time.Hour); err != nil {
+		t.Fatalf("rotate with keys.hcl: %v", err)
+	}
+
+	jobStore, err := New(Config{Client: tokenWithPolicy(t, "policies/rotate-due.hcl", base), Path: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := ParseTarget("vault:secret/" + base + "-apps/{owner}/{name}#api_key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := jobStore.RotateDue(ctx, RotateDueOptions{Format: mgx, Grace: time.Hour, Deliver: target})
+	if err != nil || len(res.Failed) != 0 || len(res.Rotated) == 0 {
+		t.Fatalf("rotate-due with rotate-due.hcl: %+v %v", res, err)
+	}
+	elsewhere, _ := ParseTarget("vault:secret/" + base + "-other/{name}#api_key")
+	_, last := issue(t, authz.KeySpec{Name: "last"})
+	if err := keysStore.Create(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobStore.Deliver(ctx, elsewhere, "x", last); err == nil {
+		t.Fatal("rotate-due.hcl may write outside the applications' paths")
 	}
 }

@@ -1,4 +1,5 @@
-# Vault policy for "keygate keys" (create, list, show, revoke).
+# Vault policy for managing keys: the "keygate keys" commands, and "keygate serve" when
+# its admin API is on (give serve this policy and serve.hcl).
 # Assumes the KV v2 mount "secret" and base path "keygate"; change both to match.
 path "secret/data/keygate/*" {
   capabilities = ["create", "read", "update"]
