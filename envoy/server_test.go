@@ -431,7 +431,16 @@ func BenchmarkServerCheck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := NewServer(e, Options{})
+	// The usage recorder serve uses, never flushed here: its in-memory cost only.
+	client, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := vaultstore.New(vaultstore.Config{Client: client})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := NewServer(e, Options{Usage: store.NewUsage()})
 	raw, err := os.ReadFile(filepath.Join("..", "testdata", "envoy", "check_request.json"))
 	if err != nil {
 		b.Fatal(err)

@@ -48,7 +48,7 @@ type cacheFixture struct {
 	created int
 }
 
-func newCacheFixture(t *testing.T, cfg CacheConfig, delay time.Duration) *cacheFixture {
+func newCacheFixture(t testing.TB, cfg CacheConfig, delay time.Duration) *cacheFixture {
 	t.Helper()
 	fx := &cacheFixture{clock: &clock{t: time.Now()}}
 	client := vault(t).Client(t, func(next http.RoundTripper) http.RoundTripper {
@@ -351,5 +351,26 @@ func TestCacheOutage(t *testing.T) {
 	}
 	if !cache.Ready() {
 		t.Fatal("not ready after recovery")
+	}
+}
+
+// BenchmarkCacheHit measures a lookup answered from the cache: what every check of a
+// known key costs once the first check has read it.
+func BenchmarkCacheHit(b *testing.B) {
+	fx := newCacheFixture(b, CacheConfig{TTL: time.Hour}, 0)
+	key, rec := issue(b, authz.KeySpec{Name: "bench"})
+	if err := fx.store.Create(context.Background(), rec); err != nil {
+		b.Fatal(err)
+	}
+	h := authz.HashKey(key)
+	ctx := context.Background()
+	if _, err := fx.cache.Lookup(ctx, h); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fx.cache.Lookup(ctx, h); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -32,7 +32,7 @@ func newStore(t *testing.T, wrap func(http.RoundTripper) http.RoundTripper) (*St
 	return s, base
 }
 
-func issue(t *testing.T, spec authz.KeySpec) (string, authz.Record) {
+func issue(t testing.TB, spec authz.KeySpec) (string, authz.Record) {
 	t.Helper()
 	f, err := authz.NewFormat("mgx-sk-")
 	if err != nil {
