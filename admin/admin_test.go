@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,12 +8,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/audit"
+	"github.com/keygate/keygate/internal/safebuf"
 	"github.com/keygate/keygate/internal/vaulttest"
 	"github.com/keygate/keygate/vaultstore"
 )
@@ -23,28 +22,11 @@ var shared vaulttest.Shared
 
 func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type fixture struct {
 	url                         string
 	store                       *vaultstore.Store
 	engine                      *authz.Engine
-	audit                       *syncBuffer
+	audit                       *safebuf.Buffer
 	admin, owner, plain, otherB string // keys
 	otherRec                    authz.Record
 	keys                        []string // every key made, for the audit scan
@@ -62,7 +44,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &fixture{store: store, engine: engine, audit: &syncBuffer{}}
+	fx := &fixture{store: store, engine: engine, audit: &safebuf.Buffer{}}
 	mk := func(name, owner string, scopes ...string) (string, authz.Record) {
 		key, rec, err := f.Issue(authz.KeySpec{Name: name, Owner: owner, Scopes: scopes}, time.Now())
 		if err != nil {

@@ -239,22 +239,7 @@ func TestDenyBodiesGolden(t *testing.T) {
 				if err != nil || d.Reason != r {
 					t.Fatalf("got %v, %v; want %v", d.Reason, err, r)
 				}
-				path := GoldenPath(p, r)
-				if *update {
-					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(path, []byte(d.Denial.Body+"\n"), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-				want, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := d.Denial.Body + "\n"; got != string(want) {
-					t.Fatalf("body differs from %s\n got: %s\nwant: %s", path, got, want)
-				}
+				checkGolden(t, GoldenPath(p, r), d.Denial.Body)
 			})
 		}
 	}
@@ -273,20 +258,28 @@ func TestForbidGolden(t *testing.T) {
 			if d.Allowed() || d.Denial.Status != 403 || d.Denial.WWWAuthenticate != "" || d.Denial.RetryAfter != "" {
 				t.Fatalf("forbidden decision %+v", d)
 			}
-			path := GoldenPath(p, ReasonInsufficientScope)
-			if *update {
-				if err := os.WriteFile(path, []byte(d.Denial.Body+"\n"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := d.Denial.Body + "\n"; got != string(want) {
-				t.Fatalf("body differs from %s\n got: %s\nwant: %s", path, got, want)
-			}
+			checkGolden(t, GoldenPath(p, ReasonInsufficientScope), d.Denial.Body)
 		})
+	}
+}
+
+// checkGolden compares body with the golden file at path (rewriting it with -update).
+func checkGolden(t *testing.T, path, body string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(body+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := body + "\n"; got != string(want) {
+		t.Fatalf("body differs from %s\n got: %s\nwant: %s", path, got, want)
 	}
 }
 

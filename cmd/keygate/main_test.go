@@ -13,7 +13,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/keygate/keygate/internal/safebuf"
 	"github.com/keygate/keygate/internal/vaulttest"
 )
 
@@ -61,14 +61,14 @@ func freeAddr(t *testing.T) string {
 
 // startServe runs "keygate serve" in-process until the test ends and waits until its
 // gRPC health service reports SERVING.
-func startServe(t *testing.T, args ...string) (grpcAddr, httpAddr string, logs *syncBuffer) {
+func startServe(t *testing.T, args ...string) (grpcAddr, httpAddr string, logs *safebuf.Buffer) {
 	t.Helper()
 	grpcAddr, httpAddr = freeAddr(t), freeAddr(t)
 	if !slices.Contains(args, "--admin-addr") {
 		args = append(args, "--admin-addr", "")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs = &syncBuffer{}
+	logs = &safebuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, append([]string{"serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr}, args...), logs, logs)
@@ -292,22 +292,6 @@ func TestUsage(t *testing.T) {
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a running server.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestAppRoleFromConfig logs the CLI in with AppRole credentials named in the config.
 func TestAppRoleFromConfig(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/safebuf"
 	"github.com/keygate/keygate/internal/vaulttest"
 	"github.com/keygate/keygate/vaultstore"
 )
@@ -55,12 +56,12 @@ func keygateBinary(t *testing.T) string {
 type replica struct {
 	grpcAddr string
 	client   authv3.AuthorizationClient
-	logs     *syncBuffer
+	logs     *safebuf.Buffer
 }
 
 func startReplica(t *testing.T, v *vaulttest.Server, configFile string) *replica {
 	t.Helper()
-	r := &replica{grpcAddr: freeAddr(t), logs: &syncBuffer{}}
+	r := &replica{grpcAddr: freeAddr(t), logs: &safebuf.Buffer{}}
 	cmd := exec.Command(keygateBinary(t), "serve", "--config", configFile, "--grpc-addr", r.grpcAddr, "--http-addr", "", "--admin-addr", "")
 	cmd.Env = append(os.Environ(), v.Env()...)
 	cmd.Stdout, cmd.Stderr = r.logs, r.logs
@@ -304,7 +305,7 @@ func TestGracefulShutdown(t *testing.T) {
 	grpcAddr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &safebuf.Buffer{}
 	served := make(chan error, 1)
 	go func() {
 		served <- run(ctx, []string{"serve", "--config", cfg, "--grpc-addr", grpcAddr, "--http-addr", "", "--admin-addr", ""}, logs, logs)
