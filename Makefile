@@ -32,6 +32,7 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFormatCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzCredentials$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzModelOf$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
 
 ## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks

@@ -219,6 +219,8 @@ type CreateRequest struct {
 	Scopes    []string   `json:"scopes"`     // a non-admin caller may grant only its own scopes
 	Kind      authz.Kind `json:"kind"`       // "product" (default) or "user"
 	ExpiresIn string     `json:"expires_in"` // "90d", "720h"; empty: never expires
+	Models    []string   `json:"models"`     // model allow-list; empty: any model
+	Plan      string     `json:"plan"`       // rate-limit plan; admin only
 }
 
 func (a *api) create(r *http.Request, c caller) reply {
@@ -240,7 +242,10 @@ func (a *api) create(r *http.Request, c caller) reply {
 		}
 	}
 	now := a.Now()
-	spec := authz.KeySpec{Name: req.Name, Owner: req.Owner, Scopes: req.Scopes, Kind: req.Kind}
+	if !c.admin && req.Plan != "" {
+		return fail(http.StatusForbidden, "FORBIDDEN", "only an admin caller sets a key's plan")
+	}
+	spec := authz.KeySpec{Name: req.Name, Owner: req.Owner, Scopes: req.Scopes, Kind: req.Kind, Models: req.Models, Plan: req.Plan}
 	if req.ExpiresIn != "" {
 		d, err := duration.Parse(req.ExpiresIn)
 		if err != nil || d <= 0 {

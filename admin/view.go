@@ -19,13 +19,15 @@ type View struct {
 	ExpiresAt  *time.Time `json:"expires_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
 	ReplacedBy string     `json:"replaced_by,omitempty"`
+	Models     []string   `json:"models,omitempty"`
+	Plan       string     `json:"plan,omitempty"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
 // NewView returns r as shown at now.
 func NewView(r authz.Record, now time.Time) View {
 	v := View{ID: r.ID, Name: r.Name, Owner: r.Owner, Kind: r.Kind, Scopes: r.Scopes, Status: string(r.StatusAt(now)),
-		Hint: r.Hint, CreatedAt: r.CreatedAt, ReplacedBy: r.ReplacedBy}
+		Hint: r.Hint, CreatedAt: r.CreatedAt, ReplacedBy: r.ReplacedBy, Models: r.Models, Plan: r.Plan}
 	if v.Scopes == nil {
 		v.Scopes = []string{}
 	}

@@ -20,6 +20,12 @@ type Request struct {
 	APIKey string
 	// RequestID is the request's x-request-id; the engine makes one up when empty.
 	RequestID string
+	// Method, Host and Path (with any query) are matched against the policy's routes.
+	Method, Host, Path string
+	// Body is the request body Envoy forwarded (with_request_body), for model routes;
+	// BodyPartial says Envoy cut it at max_request_bytes.
+	Body        []byte
+	BodyPartial bool
 }
 
 // Decision is the engine's answer for one request.
@@ -32,6 +38,8 @@ type Decision struct {
 	Denial Denial
 	// RequestID is the request's id, taken from the request or made up.
 	RequestID string
+	// Route is the policy route the request matched; nil when none did.
+	Route *Route
 }
 
 // Allowed reports whether the request may proceed.
@@ -46,6 +54,9 @@ type Config struct {
 	Realm string
 	// Now returns the current time, for expiry checks; nil means time.Now.
 	Now func() time.Time
+	// Policy maps requests to required scopes and model checks; the zero Policy lets
+	// every valid key through.
+	Policy Policy
 }
 
 // Engine decides whether requests carry a valid key. It is safe for concurrent use.
@@ -54,6 +65,7 @@ type Engine struct {
 	lookup KeyLookup
 	denier *denier
 	now    func() time.Time
+	policy Policy
 }
 
 // New returns an Engine for cfg.
@@ -74,7 +86,10 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now}, nil
+	if err := cfg.Policy.validate(); err != nil {
+		return nil, err
+	}
+	return &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now, policy: cfg.Policy}, nil
 }
 
 // Check decides req. A denial is a Decision, not an error. An unavailable or throttled
@@ -112,15 +127,61 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 		return e.deny(d, ReasonExpired), nil
 	}
 	d.Reason = ReasonAllowed
-	return d, nil
+	return e.authorize(d, req), nil
+}
+
+// authorize applies the policy to a request with a valid key: the route's scope, then
+// its model allow-list.
+func (e *Engine) authorize(d Decision, req *Request) Decision {
+	d.Route = e.policy.match(req.Method, req.Host, req.Path)
+	r := d.Route
+	switch {
+	case r == nil && e.policy.DenyUnmatched:
+		d.Reason, d.Denial = ReasonNoRoute, e.denier.static[ReasonNoRoute]
+		return d
+	case r == nil:
+		return d
+	case !Grants(d.Record.Scopes, r, req.Method):
+		required := r.Scope
+		if required == "" {
+			required = ScopeWebhook
+		}
+		return e.Forbid(d, required)
+	case !r.Models:
+		return d
+	}
+	model, err := ModelOf(req.Body, req.BodyPartial)
+	switch {
+	case err != nil:
+		d.Reason, d.Denial = ReasonBadBody, e.denier.static[ReasonBadBody]
+	case len(d.Record.Models) > 0 && !modelAllowed(d.Record.Models, model):
+		d.Reason = ReasonModelNotAllowed
+		d.Denial = e.denier.with(ReasonModelNotAllowed, bodyArgs{rec: &d.Record, model: model})
+	}
+	return d
 }
 
 // Forbid turns an allowed decision into a 403: the key is valid but lacks the scope
 // required, named in the body where the profile documents it.
 func (e *Engine) Forbid(d Decision, required string) Decision {
 	d.Reason = ReasonInsufficientScope
-	d.Denial = e.denier.forbid(&d.Record, required)
+	d.Denial = e.denier.with(ReasonInsufficientScope, bodyArgs{rec: &d.Record, required: required})
 	return d
+}
+
+// RateLimited turns an allowed decision into a 429 asking the client to wait
+// retryAfter (whole seconds, at least 1).
+func (e *Engine) RateLimited(d Decision, retryAfter time.Duration) Decision {
+	secs := int((retryAfter + time.Second - 1) / time.Second)
+	d.Reason = ReasonRateLimited
+	d.Denial = e.denier.with(ReasonRateLimited, bodyArgs{retry: max(secs, 1)})
+	return d
+}
+
+// LimiterUnavailable turns an allowed decision into a 503: the shared rate limiter
+// cannot answer and the configuration fails closed.
+func (e *Engine) LimiterUnavailable(d Decision) Decision {
+	return e.deny(d, ReasonLimiterUnavailable)
 }
 
 func (e *Engine) deny(d Decision, r Reason) Decision {

@@ -18,6 +18,8 @@ type KeySpec struct {
 	Name      string    // 1 to 64 printable ASCII characters, e.g. "Production App"
 	Owner     string    // account id, 1 to 128 of letters, digits and -_.:@/
 	Kind      Kind      // "" means KindProduct
+	Models    []string  // model allow-list; empty: any model
+	Plan      string    // rate-limit plan; empty: the default
 	Scopes    []string  // each 1 to 64 printable ASCII characters without spaces or commas
 	ExpiresAt time.Time // zero: never expires
 }
@@ -44,6 +46,8 @@ func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err 
 		Name:      spec.Name,
 		Owner:     spec.Owner,
 		Kind:      spec.kind(),
+		Models:    slices.Clone(spec.Models),
+		Plan:      spec.Plan,
 		Scopes:    slices.Compact(scopes),
 		Hash:      HashKey(key),
 		Hint:      f.Hint(key),
@@ -123,6 +127,16 @@ func (s KeySpec) validate(now time.Time) error {
 	}
 	if err := ValidateScopes(s.Scopes); err != nil {
 		return err
+	}
+	for _, m := range s.Models {
+		if !printable(m, 128, false) || strings.Contains(m, ",") {
+			return fmt.Errorf("%w: model %q must be 1 to 128 printable ASCII characters without spaces or commas", ErrInvalidKeySpec, m)
+		}
+	}
+	for i := 0; i < len(s.Plan); i++ {
+		if c := s.Plan[i]; !isAlnum(c) && c != '-' && c != '_' || i >= 32 {
+			return fmt.Errorf("%w: plan must be up to 32 letters, digits, '-' and '_'", ErrInvalidKeySpec)
+		}
 	}
 	if !s.ExpiresAt.IsZero() && !s.ExpiresAt.After(now) {
 		return fmt.Errorf("%w: expiry %s is not in the future", ErrInvalidKeySpec, s.ExpiresAt.UTC().Format(time.RFC3339))

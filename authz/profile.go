@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,32 +17,42 @@ type Reason uint8
 // Reasons, in the order the engine checks them.
 // The zero Reason is "undecided", so a zero Decision never reads as an allow.
 const (
-	ReasonUndecided         Reason = iota // no decision was made (the store could not answer)
-	ReasonAllowed                         // a valid, active key
-	ReasonMissing                         // no credential header, or an empty one
-	ReasonMalformed                       // wrong scheme, prefix, length or alphabet; whitespace; two different keys
-	ReasonBadChecksum                     // well-formed but the checksum fails: mistyped or invented
-	ReasonUnknownKey                      // checksum holds but no record has the key's hash
-	ReasonRevoked                         // the key's record is revoked
-	ReasonExpired                         // the key's record is past its expiry
-	ReasonUnavailable                     // the store could not answer and nothing usable is cached (503)
-	ReasonThrottled                       // an uncached key over the store's miss budget (503)
-	ReasonInsufficientScope               // a valid key without the scope the operation requires (403)
+	ReasonUndecided          Reason = iota // no decision was made (the store could not answer)
+	ReasonAllowed                          // a valid, active key
+	ReasonMissing                          // no credential header, or an empty one
+	ReasonMalformed                        // wrong scheme, prefix, length or alphabet; whitespace; two different keys
+	ReasonBadChecksum                      // well-formed but the checksum fails: mistyped or invented
+	ReasonUnknownKey                       // checksum holds but no record has the key's hash
+	ReasonRevoked                          // the key's record is revoked
+	ReasonExpired                          // the key's record is past its expiry
+	ReasonUnavailable                      // the store could not answer and nothing usable is cached (503)
+	ReasonThrottled                        // an uncached key over the store's miss budget (503)
+	ReasonInsufficientScope                // a valid key without the scope the operation requires (403)
+	ReasonNoRoute                          // no route matches and the policy denies unmatched requests (403)
+	ReasonModelNotAllowed                  // the body's model is not on the key's allow-list (403)
+	ReasonBadBody                          // a model route's body is not a JSON object with one model (400)
+	ReasonRateLimited                      // the key is over its rate limit (429)
+	ReasonLimiterUnavailable               // the shared rate limiter cannot answer and fails closed (503)
 	numReasons
 )
 
 var reasonCodes = [numReasons]string{
-	ReasonUndecided:         "undecided",
-	ReasonAllowed:           "allowed",
-	ReasonMissing:           "missing_key",
-	ReasonMalformed:         "malformed_key",
-	ReasonBadChecksum:       "bad_checksum",
-	ReasonUnknownKey:        "unknown_key",
-	ReasonRevoked:           "revoked_key",
-	ReasonExpired:           "expired_key",
-	ReasonUnavailable:       "store_unavailable",
-	ReasonThrottled:         "lookup_throttled",
-	ReasonInsufficientScope: "insufficient_scope",
+	ReasonUndecided:          "undecided",
+	ReasonAllowed:            "allowed",
+	ReasonMissing:            "missing_key",
+	ReasonMalformed:          "malformed_key",
+	ReasonBadChecksum:        "bad_checksum",
+	ReasonUnknownKey:         "unknown_key",
+	ReasonRevoked:            "revoked_key",
+	ReasonExpired:            "expired_key",
+	ReasonUnavailable:        "store_unavailable",
+	ReasonThrottled:          "lookup_throttled",
+	ReasonInsufficientScope:  "insufficient_scope",
+	ReasonNoRoute:            "no_route",
+	ReasonModelNotAllowed:    "model_not_allowed",
+	ReasonBadBody:            "invalid_body",
+	ReasonRateLimited:        "rate_limited",
+	ReasonLimiterUnavailable: "rate_limiter_unavailable",
 }
 
 func (r Reason) String() string {
@@ -114,10 +125,14 @@ const retryAfterSeconds = "1"
 // status is the HTTP status of a denial for reason r.
 func (r Reason) status() int {
 	switch r {
-	case ReasonUnavailable, ReasonThrottled:
+	case ReasonUnavailable, ReasonThrottled, ReasonLimiterUnavailable:
 		return http.StatusServiceUnavailable
-	case ReasonInsufficientScope:
+	case ReasonInsufficientScope, ReasonNoRoute, ReasonModelNotAllowed:
 		return http.StatusForbidden
+	case ReasonBadBody:
+		return http.StatusBadRequest
+	case ReasonRateLimited:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusUnauthorized
 }
@@ -137,7 +152,7 @@ func newDenier(p Profile, prefix, realm string) (*denier, error) {
 	}
 	d := &denier{profile: p, prefix: prefix}
 	for r := ReasonMissing; r < numReasons; r++ {
-		den := Denial{Status: r.status(), Body: d.body(r, nil, "")}
+		den := Denial{Status: r.status(), Body: d.body(r, bodyArgs{})}
 		switch den.Status {
 		case http.StatusUnauthorized:
 			den.WWWAuthenticate = challenge(realm, r)
@@ -153,16 +168,26 @@ func newDenier(p Profile, prefix, realm string) (*denier, error) {
 func (d *denier) deny(r Reason, rec *Record) Denial {
 	out := d.static[r]
 	if d.profile == ProfileAPIKey && rec != nil && (r == ReasonRevoked || r == ReasonExpired) {
-		out.Body = d.body(r, rec, "")
+		out.Body = d.body(r, bodyArgs{rec: rec})
 	}
 	return out
 }
 
-// forbid returns the 403 for a key (rec) that lacks the required scope.
-func (d *denier) forbid(rec *Record, required string) Denial {
-	out := d.static[ReasonInsufficientScope]
-	out.Body = d.body(ReasonInsufficientScope, rec, required)
+// with returns the denial for r with a body naming what a names.
+func (d *denier) with(r Reason, a bodyArgs) Denial {
+	out := d.static[r]
+	out.Body = d.body(r, a)
+	if r == ReasonRateLimited {
+		out.RetryAfter = strconv.Itoa(a.retry)
+	}
 	return out
+}
+
+func scopesOf(rec *Record) []string {
+	if rec == nil || rec.Scopes == nil {
+		return []string{}
+	}
+	return rec.Scopes
 }
 
 // challenge is the RFC 6750 WWW-Authenticate value: no error code when credentials are
@@ -212,6 +237,8 @@ type (
 		KeyID         string `json:"key_id,omitempty"`
 		ExpiredAt     string `json:"expired_at,omitempty"`
 		RequiredScope string `json:"required_scope,omitempty"`
+		Model         string `json:"model,omitempty"`
+		RetryAfter    int    `json:"retry_after,omitempty"`
 	}
 	mythiqBody struct {
 		Success bool   `json:"success"`
@@ -229,30 +256,46 @@ type (
 	}
 )
 
-// body renders the profile's body for reason r. rec is the key's record when known;
-// required is the missing scope of a 403.
-func (d *denier) body(r Reason, rec *Record, required string) string {
+// bodyArgs are what some bodies name.
+type bodyArgs struct {
+	rec      *Record // the key's record, when known
+	required string  // the scope a 403 needs
+	model    string  // the model a 403 refuses
+	retry    int     // the seconds a 429 asks to wait
+}
+
+// Messages keygate adds where the documents have none.
+const (
+	noRouteMessage     = "This API key cannot access this route."
+	badBodyMessage     = `The request body must be one JSON object with one "model" string.`
+	rateLimitedMessage = "Rate limit exceeded. Please try again later."
+)
+
+// body renders the profile's body for reason r.
+func (d *denier) body(r Reason, a bodyArgs) string {
 	var v any
-	unavailable := r.status() == http.StatusServiceUnavailable
-	forbidden := r == ReasonInsufficientScope
+	status := r.status()
 	switch d.profile {
 	case ProfileMagicx:
-		e := magicxError{Code: "AUTH_KEY_INVALID", Message: "API key is invalid, expired, or revoked", Status: http.StatusUnauthorized}
-		switch r {
-		case ReasonMissing:
-			e.Code, e.Message = "AUTH_MISSING", "Authorization header required"
-		case ReasonMalformed:
-			e.Code, e.Message = "AUTH_INVALID_FORMAT", "Invalid authorization format. Expected: Bearer "+d.prefix+"..."
-		}
+		e := magicxError{Code: "AUTH_KEY_INVALID", Message: "API key is invalid, expired, or revoked", Status: status}
 		switch {
-		case unavailable:
-			e.Code, e.Message, e.Status = "AUTH_UNAVAILABLE", unavailableMessage, http.StatusServiceUnavailable
-		case forbidden:
-			e.Code, e.Message, e.Status = "AUTH_INSUFFICIENT_SCOPE", "Operation requires '"+required+"' scope", http.StatusForbidden
-			e.Details = &magicxDetails{RequiredScope: required, CurrentScopes: []string{}}
-			if rec != nil && rec.Scopes != nil {
-				e.Details.CurrentScopes = rec.Scopes
-			}
+		case r == ReasonMissing:
+			e.Code, e.Message = "AUTH_MISSING", "Authorization header required"
+		case r == ReasonMalformed:
+			e.Code, e.Message = "AUTH_INVALID_FORMAT", "Invalid authorization format. Expected: Bearer "+d.prefix+"..."
+		case status == http.StatusServiceUnavailable:
+			e.Code, e.Message = "AUTH_UNAVAILABLE", unavailableMessage
+		case r == ReasonInsufficientScope:
+			e.Code, e.Message = "AUTH_INSUFFICIENT_SCOPE", "Operation requires '"+a.required+"' scope"
+			e.Details = &magicxDetails{RequiredScope: a.required, CurrentScopes: scopesOf(a.rec)}
+		case r == ReasonNoRoute:
+			e.Code, e.Message = "AUTH_ROUTE_FORBIDDEN", noRouteMessage
+		case r == ReasonModelNotAllowed:
+			e.Code, e.Message = "AUTH_MODEL_NOT_ALLOWED", "API key may not use model '"+a.model+"'"
+		case r == ReasonBadBody:
+			e.Code, e.Message = "INVALID_REQUEST_BODY", badBodyMessage
+		case r == ReasonRateLimited:
+			e.Code, e.Message = "RATE_LIMITED", rateLimitedMessage
 		}
 		v = magicxBody{Error: e}
 	case ProfileAPIKey:
@@ -261,18 +304,23 @@ func (d *denier) body(r Reason, rec *Record, required string) string {
 		case r == ReasonMissing:
 			e.Code, e.Message = "MISSING_API_KEY", "API key is required"
 			e.Details = &apikeyDetail{Header: "Authorization"}
-		case r == ReasonExpired && rec != nil:
+		case r == ReasonExpired && a.rec != nil:
 			e.Code, e.Message = "EXPIRED_API_KEY", "The API key has expired"
-			e.Details = &apikeyDetail{ExpiredAt: rec.ExpiresAt.UTC().Format(time.RFC3339)}
-		case r == ReasonRevoked && rec != nil:
-			e.Details = &apikeyDetail{KeyID: rec.ID}
-		case unavailable:
+			e.Details = &apikeyDetail{ExpiredAt: a.rec.ExpiresAt.UTC().Format(time.RFC3339)}
+		case r == ReasonRevoked && a.rec != nil:
+			e.Details = &apikeyDetail{KeyID: a.rec.ID}
+		case status == http.StatusServiceUnavailable:
 			e.Code, e.Message = "AUTH_UNAVAILABLE", unavailableMessage
-		case forbidden:
+		case status == http.StatusForbidden:
 			e.Code, e.Message = "INSUFFICIENT_PERMISSIONS", "Access denied. Check your API key permissions."
-			if required != "" {
-				e.Details = &apikeyDetail{RequiredScope: required}
+			if a.required != "" || a.model != "" {
+				e.Details = &apikeyDetail{RequiredScope: a.required, Model: a.model}
 			}
+		case r == ReasonBadBody:
+			e.Code, e.Message = "INVALID_REQUEST", badBodyMessage
+		case r == ReasonRateLimited:
+			e.Code, e.Message = "RATE_LIMIT_EXCEEDED", rateLimitedMessage
+			e.Details = &apikeyDetail{RetryAfter: a.retry}
 		}
 		v = apikeyBody{Error: e}
 	case ProfileMythIQ:
@@ -280,10 +328,14 @@ func (d *denier) body(r Reason, rec *Record, required string) string {
 		switch {
 		case r == ReasonMissing:
 			b.Message = "API key is missing"
-		case unavailable:
+		case status == http.StatusServiceUnavailable:
 			b.Message, b.Code = unavailableMessage, "service_unavailable"
-		case forbidden:
+		case status == http.StatusForbidden:
 			b.Message, b.Code = "API key does not have permission to access this resource", "permission_error"
+		case r == ReasonBadBody:
+			b.Message, b.Code = badBodyMessage, "invalid_request_error"
+		case r == ReasonRateLimited:
+			b.Message, b.Code = rateLimitedMessage, "rate_limit_error"
 		}
 		v = b
 	case ProfileOpenAI:
@@ -291,10 +343,18 @@ func (d *denier) body(r Reason, rec *Record, required string) string {
 		switch {
 		case r == ReasonMissing:
 			e.Code = "missing_api_key"
-		case unavailable:
+		case status == http.StatusServiceUnavailable:
 			e.Message, e.Type, e.Code = unavailableMessage, "server_error", "service_unavailable"
-		case forbidden:
+		case status == http.StatusForbidden:
 			e.Message, e.Code = "You don't have permission to access this resource or model.", "insufficient_permissions"
+			if r == ReasonModelNotAllowed {
+				e.Code = "model_not_allowed"
+			}
+		case r == ReasonBadBody:
+			param := "model"
+			e.Message, e.Param, e.Code = badBodyMessage, &param, "invalid_body"
+		case r == ReasonRateLimited:
+			e.Message, e.Type, e.Code = "Rate limit reached for requests", "requests", "rate_limit_exceeded"
 		}
 		v = openaiBody{Error: e}
 	}

@@ -20,6 +20,12 @@ type Record struct {
 	// ReplacedBy is the id of the key that replaced this one in a rotation. The key
 	// stays valid until ExpiresAt, the end of the rotation's grace period.
 	ReplacedBy string
+	// Models is the key's model allow-list for model routes (entries may end in '*');
+	// empty: any model.
+	Models []string
+	// Plan names the rate-limit plan of the configuration that applies to the key;
+	// empty: the default plan.
+	Plan string
 }
 
 // Kind is the kind of a key (MUTX's key types).

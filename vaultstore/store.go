@@ -108,6 +108,8 @@ type storedRecord struct {
 	ExpiresAt  time.Time  `json:"expires_at,omitzero"`
 	RevokedAt  time.Time  `json:"revoked_at,omitzero"`
 	ReplacedBy string     `json:"replaced_by,omitempty"`
+	Models     []string   `json:"models,omitempty"`
+	Plan       string     `json:"plan,omitempty"`
 	// PendingRotation is the id a rotation job has reserved for this key's successor
 	// before creating it, so a job that crashes half-way resumes instead of rotating
 	// the key twice.
@@ -123,6 +125,7 @@ func toStored(r authz.Record) storedRecord {
 		ID: r.ID, Name: r.Name, Owner: r.Owner, Scopes: r.Scopes, Kind: r.Kind,
 		KeySHA256: r.Hash.String(), Hint: r.Hint,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, ReplacedBy: r.ReplacedBy,
+		Models: r.Models, Plan: r.Plan,
 	}
 }
 
@@ -140,6 +143,7 @@ func (s storedRecord) record() (authz.Record, error) {
 	return authz.Record{
 		ID: s.ID, Name: s.Name, Owner: s.Owner, Scopes: s.Scopes, Kind: s.Kind, Hash: h, Hint: s.Hint,
 		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, ReplacedBy: s.ReplacedBy,
+		Models: s.Models, Plan: s.Plan,
 	}, nil
 }
 

@@ -22,7 +22,7 @@ const keysUsage = `usage: keygate keys <command> [flags]
 
 commands:
   create --name NAME --owner ID [--scopes a,b] [--expires-in 90d] [--kind product|user]
-         [--deliver vault:MOUNT/PATH#FIELD] [--json]
+         [--models m1,m2] [--plan NAME] [--deliver vault:MOUNT/PATH#FIELD] [--json]
             issue a key; it is printed once (or only delivered) and never again
   list   [--unused-for 30d] [--json]
             every key with its status and last use (never the key itself)
@@ -202,6 +202,8 @@ func keysCreate(ctx context.Context, c *keysCommand, args []string) error {
 	scopes := c.fs.String("scopes", "", "comma-separated scopes (\"chat:completions,models:read\")")
 	expiresIn := c.fs.String("expires-in", "", "lifetime such as 720h or 90d; empty: never expires")
 	kind := c.fs.String("kind", "product", "product, or user (the owner's one permanent key)")
+	models := c.fs.String("models", "", "comma-separated model allow-list for model routes (\"gpt-4o,mx4-atlas-*\"); empty: any")
+	plan := c.fs.String("plan", "", "rate-limit plan from the config; empty: the default plan")
 	deliver := c.fs.String("deliver", "", "write the key into vault:MOUNT/PATH#FIELD instead of printing it")
 	if _, err := c.parse(args, false); err != nil {
 		return err
@@ -214,7 +216,8 @@ func keysCreate(ctx context.Context, c *keysCommand, args []string) error {
 		return err
 	}
 	now := time.Now()
-	spec := authz.KeySpec{Name: *name, Owner: *owner, Scopes: splitScopes(*scopes), Kind: authz.Kind(*kind)}
+	spec := authz.KeySpec{Name: *name, Owner: *owner, Scopes: splitScopes(*scopes), Kind: authz.Kind(*kind),
+		Models: splitScopes(*models), Plan: *plan}
 	if *expiresIn != "" {
 		d, err := duration.Parse(*expiresIn)
 		if err != nil {
