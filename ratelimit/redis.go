@@ -1,0 +1,67 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis keeps buckets in Redis: one limit holds across every replica sharing it.
+type Redis struct {
+	limiter *redis_rate.Limiter
+	prefix  string
+}
+
+// NewRedis returns a Redis backend; bucket keys get prefix (such as "keygate:").
+func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
+	return &Redis{limiter: redis_rate.NewLimiter(rdb), prefix: prefix}
+}
+
+// Allow implements Backend. With one bucket it is one atomic Redis call. With several,
+// it first reads them all without counting, refusing without cost when one is spent,
+// then counts the request in each; if a concurrent request spends a bucket in between,
+// the counts already made are given back.
+func (r *Redis) Allow(ctx context.Context, buckets []Bucket) (Result, error) {
+	limits := make([]redis_rate.Limit, len(buckets))
+	for i, b := range buckets {
+		limits[i] = redis_rate.Limit{Rate: b.Limit.PerMinute, Burst: b.Limit.Burst, Period: time.Minute}
+	}
+	if len(buckets) > 1 {
+		for i, b := range buckets {
+			res, err := r.limiter.AllowN(ctx, r.prefix+b.Key, limits[i], 0)
+			if err != nil {
+				return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			if res.Remaining < 1 {
+				return Result{Limit: b.Limit.PerMinute, RetryAfter: time.Minute / time.Duration(b.Limit.PerMinute),
+					ResetAfter: res.ResetAfter}, nil
+			}
+		}
+	}
+	var first Result
+	for i, b := range buckets {
+		res, err := r.limiter.AllowN(ctx, r.prefix+b.Key, limits[i], 1)
+		if err != nil {
+			r.refund(ctx, buckets[:i], limits)
+			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		if res.Allowed == 0 {
+			r.refund(ctx, buckets[:i], limits)
+			return Result{Limit: b.Limit.PerMinute, RetryAfter: res.RetryAfter, ResetAfter: res.ResetAfter}, nil
+		}
+		if i == 0 {
+			first = Result{Allowed: true, Limit: b.Limit.PerMinute, Remaining: res.Remaining, ResetAfter: res.ResetAfter}
+		}
+	}
+	return first, nil
+}
+
+// refund gives back one request to each bucket (a negative cost moves GCRA's clock back).
+func (r *Redis) refund(ctx context.Context, buckets []Bucket, limits []redis_rate.Limit) {
+	for i, b := range buckets {
+		_, _ = r.limiter.AllowN(context.WithoutCancel(ctx), r.prefix+b.Key, limits[i], -1)
+	}
+}
