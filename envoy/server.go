@@ -21,6 +21,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/audit"
+	"github.com/keygate/keygate/ratelimit"
 )
 
 // Headers keygate sets on allowed requests, for the upstream.
@@ -35,6 +36,8 @@ const (
 const (
 	headerAuthorization = "authorization"
 	headerAPIKey        = "x-api-key"
+	// headerPartialBody is Envoy's flag for a body cut at max_request_bytes.
+	headerPartialBody = "x-envoy-auth-partial-body"
 )
 
 // Options configures a Server.
@@ -49,6 +52,16 @@ type Options struct {
 	Audit *audit.Log
 	// Usage is told of every allowed key, to record its last use; nil: not recorded.
 	Usage UsageRecorder
+	// Limits rate-limits allowed keys; nil: no limits.
+	Limits RateLimiter
+	// LimiterFailOpen allows requests when Limits cannot answer (Redis down); otherwise
+	// they are denied with a 503.
+	LimiterFailOpen bool
+}
+
+// RateLimiter counts a request against a key's limits; *ratelimit.Limiter is one.
+type RateLimiter interface {
+	Check(ctx context.Context, rec *authz.Record) (res ratelimit.Result, applied bool, err error)
 }
 
 // UsageRecorder remembers when keys were used. It must not block: it runs on every
@@ -59,18 +72,21 @@ type UsageRecorder interface {
 
 // Server answers Envoy's ext_authz Check calls with the decisions of an authz.Engine.
 type Server struct {
-	engine *authz.Engine
-	remove []string
-	log    *slog.Logger
-	audit  *audit.Log
-	usage  UsageRecorder
+	engine   *authz.Engine
+	remove   []string
+	log      *slog.Logger
+	audit    *audit.Log
+	usage    UsageRecorder
+	limits   RateLimiter
+	failOpen bool
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
 
 // NewServer returns a Server deciding with engine.
 func NewServer(engine *authz.Engine, opts Options) *Server {
-	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage}
+	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage,
+		limits: opts.Limits, failOpen: opts.LimiterFailOpen}
 	if !opts.KeepCredentials {
 		s.remove = []string{headerAuthorization, headerAPIKey}
 	}
@@ -97,6 +113,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		return nil, status.Error(codes.Unavailable, "keygate could not decide")
 	}
+	var rl *ratelimit.Result
+	if d.Allowed() && s.limits != nil {
+		d, rl = s.limit(ctx, d)
+	}
 	if !d.Allowed() {
 		if s.log.Enabled(ctx, slog.LevelInfo) {
 			attrs := []slog.Attr{slog.String("request_id", d.RequestID), slog.String("reason", d.Reason.String()),
@@ -114,7 +134,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			}
 			s.audit.Write(ev)
 		}
-		return denied(&d), nil
+		return denied(&d, rl), nil
 	}
 	if s.usage != nil {
 		s.usage.Seen(d.Record.ID, time.Now())
@@ -123,7 +143,41 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.log.LogAttrs(ctx, slog.LevelDebug, "allowed",
 			slog.String("request_id", d.RequestID), slog.String("key_id", d.Record.ID))
 	}
-	return s.allowed(&d), nil
+	return s.allowed(&d, rl), nil
+}
+
+// limit counts an allowed request against the key's rate limits. The result is nil
+// when no limit applies.
+func (s *Server) limit(ctx context.Context, d authz.Decision) (authz.Decision, *ratelimit.Result) {
+	res, applied, err := s.limits.Check(ctx, &d.Record)
+	switch {
+	case err != nil && s.failOpen:
+		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; allowing (fail open)",
+			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
+		return d, nil
+	case err != nil:
+		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; denying (fail closed)",
+			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
+		return s.engine.LimiterUnavailable(d), nil
+	case !applied:
+		return d, nil
+	case !res.Allowed:
+		return s.engine.RateLimited(d, res.RetryAfter), &res
+	}
+	return d, &res
+}
+
+// rateHeaders are the X-RateLimit-* headers for the client.
+func rateHeaders(rl *ratelimit.Result) []*corev3.HeaderValueOption {
+	if rl == nil {
+		return nil
+	}
+	reset := int((rl.ResetAfter + time.Second - 1) / time.Second)
+	return []*corev3.HeaderValueOption{
+		overwrite("x-ratelimit-limit", strconv.Itoa(rl.Limit)),
+		overwrite("x-ratelimit-remaining", strconv.Itoa(rl.Remaining)),
+		overwrite("x-ratelimit-reset", strconv.Itoa(reset)),
+	}
 }
 
 // source is the client's address as Envoy saw it ("ip:port"), for the audit log.
@@ -139,7 +193,13 @@ func source(req *authv3.CheckRequest) string {
 // headers map, or header_map when the filter sets encode_raw_headers. Names are matched
 // case-insensitively; repeated headers are joined with "," as HTTP merges them.
 func requestFrom(h *authv3.AttributeContext_HttpRequest) authz.Request {
-	var r authz.Request
+	r := authz.Request{Method: h.GetMethod(), Host: h.GetHost(), Path: h.GetPath()}
+	switch {
+	case len(h.GetRawBody()) > 0: // pack_as_bytes
+		r.Body = h.GetRawBody()
+	case h.GetBody() != "":
+		r.Body = []byte(h.GetBody())
+	}
 	for k, v := range h.GetHeaders() {
 		collect(&r, k, v)
 	}
@@ -162,6 +222,9 @@ func collect(r *authz.Request, name, value string) {
 		dst = &r.APIKey
 	case len(name) == len(HeaderRequestID) && strings.EqualFold(name, HeaderRequestID):
 		dst = &r.RequestID
+	case len(name) == len(headerPartialBody) && strings.EqualFold(name, headerPartialBody):
+		r.BodyPartial = value == "true"
+		return
 	default:
 		return
 	}
@@ -172,9 +235,16 @@ func collect(r *authz.Request, name, value string) {
 	}
 }
 
-func (s *Server) allowed(d *authz.Decision) *authv3.CheckResponse {
+func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {
 	rec := &d.Record
 	scopes := strings.Join(rec.Scopes, ",")
+	// The client sees who it is (AI Magicx's "security metadata") and its rate limit.
+	toClient := append(rateHeaders(rl),
+		overwrite("X-API-Key-ID", rec.ID),
+		overwrite("X-API-Key-Name", rec.Name),
+		overwrite("X-API-Key-Scopes", scopes),
+		overwrite("X-Request-ID", d.RequestID),
+	)
 	scopeValues := make([]*structpb.Value, len(rec.Scopes))
 	for i, sc := range rec.Scopes {
 		scopeValues[i] = structpb.NewStringValue(sc)
@@ -188,7 +258,8 @@ func (s *Server) allowed(d *authz.Decision) *authv3.CheckResponse {
 				overwrite(HeaderKeyScopes, scopes),
 				overwrite(HeaderRequestID, d.RequestID),
 			},
-			HeadersToRemove: s.remove,
+			HeadersToRemove:      s.remove,
+			ResponseHeadersToAdd: toClient,
 		}},
 		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 			"key_id":   structpb.NewStringValue(rec.ID),
@@ -199,8 +270,9 @@ func (s *Server) allowed(d *authz.Decision) *authv3.CheckResponse {
 	}
 }
 
-func denied(d *authz.Decision) *authv3.CheckResponse {
-	headers := make([]*corev3.HeaderValueOption, 0, 3)
+func denied(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {
+	headers := make([]*corev3.HeaderValueOption, 0, 4)
+	headers = append(headers, rateHeaders(rl)...)
 	headers = append(headers, overwrite("content-type", "application/json"))
 	if d.Denial.WWWAuthenticate != "" {
 		headers = append(headers, overwrite("www-authenticate", d.Denial.WWWAuthenticate))
@@ -230,6 +302,8 @@ func grpcCode(httpStatus int) codes.Code {
 		return codes.Unavailable
 	case http.StatusBadRequest:
 		return codes.InvalidArgument
+	case http.StatusForbidden:
+		return codes.PermissionDenied
 	default:
 		return codes.PermissionDenied
 	}
