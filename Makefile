@@ -3,7 +3,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration bench fuzz soak lint fmt dev vault clean
+.PHONY: all build test test-integration bench fuzz soak lint fmt dev vault deps clean
 SOAKTIME ?= 3m
 
 all: build
@@ -16,13 +16,17 @@ build:
 vault:
 	@scripts/vault-build.sh >/dev/null
 
+## deps: what the tests run besides Go and Vault: Debian's redis-server (installed if missing)
+deps:
+	@command -v redis-server >/dev/null || scripts/install-deps.sh
+
 ## test: everything CI runs: format and vet checks, then all tests with the race detector
-test: vault lint
+test: vault deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## test-integration: only the packages that start a real Vault dev server
-test-integration: vault
-	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./cmd/keygate/
+## test-integration: only the packages that start a real Vault or Redis
+test-integration: vault deps
+	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./cmd/keygate/
 
 ## bench: the in-process check benchmarks
 bench:

@@ -25,25 +25,25 @@ var ErrInvalidPolicy = errors.New("invalid policy")
 // Route says which scope requests need. A route matches a request when its method, host
 // and path match; at most one of Path, Prefix and Pattern is set (none: every path).
 type Route struct {
-	Name    string   // for logs and metrics
-	Methods []string // upper case; empty: any method
-	Host    string   // exact, case-insensitive, without port; empty: any host
-	Path    string   // the exact path (the query string is ignored)
-	Prefix  string   // a path prefix
-	Pattern string   // a path where '*' matches one segment, e.g. /v1/models/*
-	Scope   string   // the scope a key needs; empty: any valid key
+	Name    string   `json:"name"`    // for logs and metrics
+	Methods []string `json:"methods"` // upper case; empty: any method
+	Host    string   `json:"host"`    // exact, case-insensitive, without port; empty: any host
+	Path    string   `json:"path"`    // the exact path (the query string is ignored)
+	Prefix  string   `json:"prefix"`  // a path prefix
+	Pattern string   `json:"pattern"` // a path where '*' matches one segment, e.g. /v1/models/*
+	Scope   string   `json:"scope"`   // the scope a key needs; empty: any valid key
 	// Models makes the JSON body's "model" subject to the key's model allow-list.
-	Models bool
+	Models bool `json:"models"`
 	// Webhook marks a webhook route: the webhook permission reaches only these.
-	Webhook bool
+	Webhook bool `json:"webhook"`
 }
 
 // Policy maps requests to the scopes they need.
 type Policy struct {
-	Routes []Route // first match wins
+	Routes []Route `json:"routes"` // first match wins
 	// DenyUnmatched denies requests that no route matches; otherwise any valid key may
 	// make them.
-	DenyUnmatched bool
+	DenyUnmatched bool `json:"deny_unmatched"`
 }
 
 func (p *Policy) validate() error {

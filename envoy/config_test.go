@@ -144,6 +144,12 @@ func checkExtAuthz(t *testing.T, b *bootstrapv3.Bootstrap) {
 					if ea.GetFailureModeAllow() {
 						t.Error("failure_mode_allow lets requests through when keygate cannot decide")
 					}
+					if wb := ea.GetWithRequestBody(); wb == nil || !wb.GetPackAsBytes() || wb.GetMaxRequestBytes() == 0 {
+						t.Errorf("with_request_body %v: model routes need the body as raw_body", wb)
+					}
+					if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
+						t.Error("paths are not normalized before keygate matches routes")
+					}
 					if ea.GetStatusOnError().GetCode() != typev3.StatusCode_ServiceUnavailable {
 						t.Errorf("status_on_error = %v", ea.GetStatusOnError().GetCode())
 					}

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"flag"
 	"fmt"
+	"github.com/redis/go-redis/v9"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/duration"
+	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/vaultstore"
 )
 
@@ -49,6 +52,20 @@ type config struct {
 		} `json:"auth"`
 		TLS vaultTLS `json:"tls"`
 	} `json:"vault"`
+	Policy     authz.Policy `json:"policy"`
+	RateLimits struct {
+		Backend     string                    `json:"backend"`      // local (default) or redis
+		DefaultPlan string                    `json:"default_plan"` // "": keys without a plan are not limited
+		Plans       map[string]ratelimit.Plan `json:"plans"`
+		Redis       struct {
+			Address      string         `json:"address"`
+			PasswordFile string         `json:"password_file"`
+			DB           int            `json:"db"`
+			Prefix       string         `json:"prefix"`
+			Timeout      configDuration `json:"timeout"`    // per Redis call
+			OnFailure    string         `json:"on_failure"` // closed (503, default) or open (allow)
+		} `json:"redis"`
+	} `json:"rate_limits"`
 	Cache struct {
 		Size         int            `json:"size"`          // records, known and unknown
 		TTL          configDuration `json:"ttl"`           // a record is read again after this
@@ -75,6 +92,11 @@ func defaultConfig() config {
 	c.Vault.Mount = "secret"
 	c.Vault.Path = "keygate"
 	c.Vault.LookupTimeout = configDuration(vaultstore.DefaultLookupTimeout)
+	c.RateLimits.Backend = "local"
+	c.RateLimits.Redis.Address = "127.0.0.1:6379"
+	c.RateLimits.Redis.Prefix = "keygate:"
+	c.RateLimits.Redis.Timeout = configDuration(100 * time.Millisecond)
+	c.RateLimits.Redis.OnFailure = "closed"
 	c.Cache.Size = 100_000
 	c.Cache.TTL = configDuration(5 * time.Minute)
 	c.Cache.NegativeTTL = configDuration(30 * time.Second)
@@ -212,6 +234,47 @@ func (cfg *config) cache(store *vaultstore.Store) (*vaultstore.Cache, error) {
 		StaleFor: time.Duration(c.StaleFor), MissRate: c.MissRate, MissBurst: c.MissBurst,
 		PollInterval: time.Duration(c.PollInterval),
 	})
+}
+
+// limiter returns the configured rate limiter, nil when no plan is configured, and
+// whether it fails open.
+func (cfg *config) limiter() (*ratelimit.Limiter, bool, io.Closer, error) {
+	rl := cfg.RateLimits
+	if len(rl.Plans) == 0 {
+		return nil, false, nil, nil
+	}
+	var (
+		backend ratelimit.Backend
+		closer  io.Closer
+	)
+	switch rl.Backend {
+	case "local":
+		local, err := ratelimit.NewLocal(0, nil)
+		if err != nil {
+			return nil, false, nil, err
+		}
+		backend = local
+	case "redis":
+		opts := &redis.Options{Addr: rl.Redis.Address, DB: rl.Redis.DB, MaxRetries: -1,
+			DialTimeout: time.Duration(rl.Redis.Timeout), ReadTimeout: time.Duration(rl.Redis.Timeout),
+			WriteTimeout: time.Duration(rl.Redis.Timeout)}
+		if rl.Redis.PasswordFile != "" {
+			pw, err := os.ReadFile(rl.Redis.PasswordFile)
+			if err != nil {
+				return nil, false, nil, fmt.Errorf("rate_limits.redis.password_file: %w", err)
+			}
+			opts.Password = strings.TrimSpace(string(pw))
+		}
+		rdb := redis.NewClient(opts)
+		backend, closer = ratelimit.NewRedis(rdb, rl.Redis.Prefix), rdb
+	default:
+		return nil, false, nil, fmt.Errorf("rate_limits.backend must be local or redis, not %q", rl.Backend)
+	}
+	if rl.Redis.OnFailure != "open" && rl.Redis.OnFailure != "closed" {
+		return nil, false, nil, fmt.Errorf("rate_limits.redis.on_failure must be open or closed, not %q", rl.Redis.OnFailure)
+	}
+	l, err := ratelimit.New(backend, rl.Plans, rl.DefaultPlan)
+	return l, rl.Redis.OnFailure == "open", closer, err
 }
 
 func (cfg *config) logLevel() (slog.Level, error) {

@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/redistest"
 	"github.com/keygate/keygate/internal/safebuf"
 	"github.com/keygate/keygate/internal/vaulttest"
 	"github.com/keygate/keygate/vaultstore"
@@ -366,4 +367,67 @@ func TestGracefulShutdown(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
+}
+
+// TestSharedRateLimitAcrossReplicas runs two keygate processes with one Redis: the
+// limit (burst 5) holds for the sum of their traffic.
+func TestSharedRateLimitAcrossReplicas(t *testing.T) {
+	base := vaulttest.UniquePath(t)
+	srv := redistest.Start(t)
+	cfg := writeConfig(t, fmt.Sprintf(`vault:
+  path: %s
+rate_limits:
+  backend: redis
+  default_plan: standard
+  plans:
+    standard: {per_minute: 6, burst: 5}
+  redis:
+    address: %s
+    prefix: "%s:"
+policy:
+  deny_unmatched: true
+  routes:
+  - {name: models, methods: [GET], prefix: /v1/models, scope: models:read}
+`, base, srv.Addr, base))
+	k := createKey(t, vault(t), base)
+	replicas := []*replica{startReplica(t, vault(t), cfg), startReplica(t, vault(t), cfg)}
+	counts := map[int]int{}
+	for i := range 12 {
+		code, err := replicas[i%2].check(context.Background(), k.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[code]++
+	}
+	// The key has no scopes: the route refuses it with a 403 before any limit counts.
+	if counts[403] != 12 {
+		t.Fatalf("statuses %v, want 12 × 403 from the route's scope", counts)
+	}
+	k2 := createScopedKey(t, base, "models:read")
+	counts = map[int]int{}
+	for i := range 12 {
+		code, err := replicas[i%2].check(context.Background(), k2.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[code]++
+	}
+	if counts[200] != 5 || counts[429] != 7 {
+		t.Fatalf("statuses over two replicas %v, want 5 × 200 (the shared burst) and 7 × 429", counts)
+	}
+}
+
+func createScopedKey(t *testing.T, base, scopes string) createdKey {
+	t.Helper()
+	keyCount++
+	out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base,
+		"--name", fmt.Sprintf("scoped %d", keyCount), "--scopes", scopes, "--json")
+	if err != nil {
+		t.Fatalf("keys create: %v\n%s", err, stderr)
+	}
+	var k createdKey
+	if err := json.Unmarshal([]byte(out), &k); err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -93,9 +93,16 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	engine, err := authz.New(authz.Config{Format: format, Lookup: cache, Profile: p, Realm: cfg.Realm})
+	engine, err := authz.New(authz.Config{Format: format, Lookup: cache, Profile: p, Realm: cfg.Realm, Policy: cfg.Policy})
 	if err != nil {
 		return err
+	}
+	limiter, failOpen, limiterConn, err := cfg.limiter()
+	if err != nil {
+		return err
+	}
+	if limiterConn != nil {
+		defer limiterConn.Close()
 	}
 	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout)
 	if err != nil {
@@ -107,7 +114,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	usage := store.NewUsage()
 
 	g := grpc.NewServer()
-	envoy.NewServer(engine, envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage}).Register(g)
+	opts := envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage, LimiterFailOpen: failOpen}
+	if limiter != nil {
+		opts.Limits = limiter // an untyped nil, not a nil *Limiter, when there is none
+	}
+	envoy.NewServer(engine, opts).Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	var draining atomic.Bool
