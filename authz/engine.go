@@ -155,8 +155,10 @@ func (e *Engine) authorize(d Decision, req *Request) Decision {
 	case err != nil:
 		d.Reason, d.Denial = ReasonBadBody, e.denier.static[ReasonBadBody]
 	case len(d.Record.Models) > 0 && !modelAllowed(d.Record.Models, model):
+		a := argsOf(&d.Record)
+		a.model = model
 		d.Reason = ReasonModelNotAllowed
-		d.Denial = e.denier.with(ReasonModelNotAllowed, bodyArgs{rec: &d.Record, model: model})
+		d.Denial = e.denier.with(ReasonModelNotAllowed, a)
 	}
 	return d
 }
@@ -165,7 +167,9 @@ func (e *Engine) authorize(d Decision, req *Request) Decision {
 // required, named in the body where the profile documents it.
 func (e *Engine) Forbid(d Decision, required string) Decision {
 	d.Reason = ReasonInsufficientScope
-	d.Denial = e.denier.with(ReasonInsufficientScope, bodyArgs{rec: &d.Record, required: required})
+	a := argsOf(&d.Record)
+	a.required = required
+	d.Denial = e.denier.with(ReasonInsufficientScope, a)
 	return d
 }
 

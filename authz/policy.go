@@ -185,9 +185,10 @@ var (
 )
 
 // ModelOf returns the top-level "model" string of a JSON object body. It reads the
-// object's tokens without building values, refuses a second "model" (parsers differ on
-// which one wins), and with partial set (Envoy cut the body at max_request_bytes)
-// refuses a body that ends before the object does.
+// object's tokens without building values (escapes in keys are decoded, so
+// "mod\u0065l" is "model"), refuses a second "model" or a "Model" in any other case
+// (parsers differ on which one wins), and with partial set (Envoy cut the body at
+// max_request_bytes) refuses a body that ends before the object does.
 func ModelOf(body []byte, partial bool) (string, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -209,13 +210,15 @@ func ModelOf(body []byte, partial bool) (string, error) {
 			return "", incomplete(err)
 		}
 		key, _ := k.(string)
-		if key != "model" {
+		if !strings.EqualFold(key, "model") {
 			if err := skipValue(dec); err != nil {
 				return "", incomplete(err)
 			}
 			continue
 		}
-		if found {
+		// "Model" or "MODEL" beside "model" is as ambiguous as two "model"s: some
+		// parsers match keys without regard to case.
+		if found || key != "model" {
 			return "", ErrDuplicateModel
 		}
 		v, err := dec.Token()

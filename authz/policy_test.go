@@ -117,6 +117,10 @@ func TestModelOf(t *testing.T) {
 		"model not a string":  {`{"model":42}`, false, "", ErrNoModel},
 		"empty model":         {`{"model":""}`, false, "", ErrNoModel},
 		"two models":          {`{"model":"cheap","model":"expensive"}`, false, "", ErrDuplicateModel},
+		"model in other case": {`{"model":"cheap","Model":"expensive"}`, false, "", ErrDuplicateModel},
+		"only other case":     {`{"MODEL":"expensive"}`, false, "", ErrDuplicateModel},
+		"escaped key":         {`{"mod\u0065l":"gpt-4o"}`, false, "gpt-4o", nil},
+		"escaped duplicate":   {`{"model":"cheap","mod\u0065l":"expensive"}`, false, "", ErrDuplicateModel},
 		"array":               {`["model"]`, false, "", ErrBodyNotJSON},
 		"empty body":          {``, false, "", ErrBodyNotJSON},
 		"truncated":           {`{"model":"gpt-4o","messages":[{"ro`, false, "", ErrBodyNotJSON},
@@ -226,6 +230,21 @@ func TestPolicyBodiesGolden(t *testing.T) {
 				}
 				checkGolden(t, GoldenPath(p, r), d.Denial.Body)
 			})
+		}
+	}
+}
+
+// BenchmarkCheckModelRoute is a valid key on a scoped model route: route match, scope
+// check and the body's model read.
+func BenchmarkCheckModelRoute(b *testing.B) {
+	fx := policyFixture(b, ProfileMagicx)
+	body := []byte(`{"model":"mx4-atlas-core","messages":[{"role":"user","content":"Hello"}],"temperature":0.2}`)
+	req := Request{APIKey: fx.active, RequestID: "r", Method: "POST", Path: "/v1/chat/completions", Body: body}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, _ := fx.engine.Check(ctx, &req); !d.Allowed() {
+			b.Fatal(d.Reason)
 		}
 	}
 }

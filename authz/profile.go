@@ -168,7 +168,7 @@ func newDenier(p Profile, prefix, realm string) (*denier, error) {
 func (d *denier) deny(r Reason, rec *Record) Denial {
 	out := d.static[r]
 	if d.profile == ProfileAPIKey && rec != nil && (r == ReasonRevoked || r == ReasonExpired) {
-		out.Body = d.body(r, bodyArgs{rec: rec})
+		out.Body = d.body(r, argsOf(rec))
 	}
 	return out
 }
@@ -181,13 +181,6 @@ func (d *denier) with(r Reason, a bodyArgs) Denial {
 		out.RetryAfter = strconv.Itoa(a.retry)
 	}
 	return out
-}
-
-func scopesOf(rec *Record) []string {
-	if rec == nil || rec.Scopes == nil {
-		return []string{}
-	}
-	return rec.Scopes
 }
 
 // challenge is the RFC 6750 WWW-Authenticate value: no error code when credentials are
@@ -256,12 +249,23 @@ type (
 	}
 )
 
-// bodyArgs are what some bodies name.
+// bodyArgs are what some bodies name. They hold values, not the record itself, so
+// that rendering a body never moves a decision to the heap.
 type bodyArgs struct {
-	rec      *Record // the key's record, when known
-	required string  // the scope a 403 needs
-	model    string  // the model a 403 refuses
-	retry    int     // the seconds a 429 asks to wait
+	known     bool // the key is known: keyID and expiresAt are set
+	keyID     string
+	expiresAt time.Time
+	scopes    []string // the key's scopes
+	required  string   // the scope a 403 needs
+	model     string   // the model a 403 refuses
+	retry     int      // the seconds a 429 asks to wait
+}
+
+func argsOf(rec *Record) bodyArgs {
+	if rec == nil {
+		return bodyArgs{}
+	}
+	return bodyArgs{known: rec.ID != "", keyID: rec.ID, expiresAt: rec.ExpiresAt, scopes: rec.Scopes}
 }
 
 // Messages keygate adds where the documents have none.
@@ -287,7 +291,10 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 			e.Code, e.Message = "AUTH_UNAVAILABLE", unavailableMessage
 		case r == ReasonInsufficientScope:
 			e.Code, e.Message = "AUTH_INSUFFICIENT_SCOPE", "Operation requires '"+a.required+"' scope"
-			e.Details = &magicxDetails{RequiredScope: a.required, CurrentScopes: scopesOf(a.rec)}
+			e.Details = &magicxDetails{RequiredScope: a.required, CurrentScopes: a.scopes}
+			if a.scopes == nil {
+				e.Details.CurrentScopes = []string{}
+			}
 		case r == ReasonNoRoute:
 			e.Code, e.Message = "AUTH_ROUTE_FORBIDDEN", noRouteMessage
 		case r == ReasonModelNotAllowed:
@@ -304,11 +311,11 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 		case r == ReasonMissing:
 			e.Code, e.Message = "MISSING_API_KEY", "API key is required"
 			e.Details = &apikeyDetail{Header: "Authorization"}
-		case r == ReasonExpired && a.rec != nil:
+		case r == ReasonExpired && a.known:
 			e.Code, e.Message = "EXPIRED_API_KEY", "The API key has expired"
-			e.Details = &apikeyDetail{ExpiredAt: a.rec.ExpiresAt.UTC().Format(time.RFC3339)}
-		case r == ReasonRevoked && a.rec != nil:
-			e.Details = &apikeyDetail{KeyID: a.rec.ID}
+			e.Details = &apikeyDetail{ExpiredAt: a.expiresAt.UTC().Format(time.RFC3339)}
+		case r == ReasonRevoked && a.known:
+			e.Details = &apikeyDetail{KeyID: a.keyID}
 		case status == http.StatusServiceUnavailable:
 			e.Code, e.Message = "AUTH_UNAVAILABLE", unavailableMessage
 		case status == http.StatusForbidden:
