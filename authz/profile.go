@@ -55,6 +55,15 @@ var reasonCodes = [numReasons]string{
 	ReasonLimiterUnavailable: "rate_limiter_unavailable",
 }
 
+// Reasons returns every reason, in order; a Reason indexes the slice.
+func Reasons() []Reason {
+	out := make([]Reason, numReasons)
+	for i := range out {
+		out[i] = Reason(i)
+	}
+	return out
+}
+
 func (r Reason) String() string {
 	if r < numReasons {
 		return reasonCodes[r]

@@ -64,7 +64,7 @@ func withBody(req *authv3.CheckRequest, method, path, body string, raw, partial 
 func TestScopeDenialOverGRPC(t *testing.T) {
 	ks := newKeyset(t)
 	for p := range authz.Profile(len(authz.Profiles())) {
-		client := serve(t, NewServer(policyEngine(t, ks, p), Options{}))
+		client := serve(t, newServer(t, policyEngine(t, ks, p), Options{}))
 		req := withBody(envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active}), "POST", "/v1/images/generations", "", false, false)
 		resp, err := client.Check(context.Background(), req)
 		if err != nil {
@@ -84,7 +84,7 @@ func TestScopeDenialOverGRPC(t *testing.T) {
 func TestModelChecksOverGRPC(t *testing.T) {
 	ks := newKeyset(t)
 	key := modelKey(t, ks)
-	client := serve(t, NewServer(policyEngine(t, ks, authz.ProfileOpenAI), Options{}))
+	client := serve(t, newServer(t, policyEngine(t, ks, authz.ProfileOpenAI), Options{}))
 	for name, tc := range map[string]struct {
 		body          string
 		raw, partial  bool
@@ -143,7 +143,7 @@ func TestRateLimitsOverGRPC(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMagicx), Options{Limits: limiter}))
+			client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{Limits: limiter}))
 			check := func() *authv3.CheckResponse {
 				resp, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"x-api-key": ks.active}))
 				if err != nil {
@@ -190,7 +190,7 @@ func TestRedisDownFailOpenOrClosed(t *testing.T) {
 	limiter, _ := ratelimit.New(ratelimit.NewRedis(rdb, "down:"), map[string]ratelimit.Plan{"p": {PerMinute: 60}}, "p")
 	srv.Stop()
 	for _, failOpen := range []bool{true, false} {
-		client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMythIQ), Options{Limits: limiter, LimiterFailOpen: failOpen}))
+		client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMythIQ), Options{Limits: limiter, LimiterFailOpen: failOpen}))
 		resp, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"x-api-key": ks.active}))
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,6 +59,9 @@ type Options struct {
 	// LimiterFailOpen allows requests when Limits cannot answer (Redis down); otherwise
 	// they are denied with a 503.
 	LimiterFailOpen bool
+	// PerKeyMetrics adds a keygate.key.checks series per key id: off by default, as it
+	// makes one series per key.
+	PerKeyMetrics bool
 }
 
 // RateLimiter counts a request against a key's limits; *ratelimit.Limiter is one.
@@ -79,21 +84,27 @@ type Server struct {
 	usage    UsageRecorder
 	limits   RateLimiter
 	failOpen bool
+	metrics  *metrics
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
 
-// NewServer returns a Server deciding with engine.
-func NewServer(engine *authz.Engine, opts Options) *Server {
+// NewServer returns a Server deciding with engine. Its metrics go to the global OTel
+// MeterProvider.
+func NewServer(engine *authz.Engine, opts Options) (*Server, error) {
+	m, err := newMetrics(opts.PerKeyMetrics)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage,
-		limits: opts.Limits, failOpen: opts.LimiterFailOpen}
+		limits: opts.Limits, failOpen: opts.LimiterFailOpen, metrics: m}
 	if !opts.KeepCredentials {
 		s.remove = []string{headerAuthorization, headerAPIKey}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	return s
+	return s, nil
 }
 
 // Register registers the Authorization service on g.
@@ -103,8 +114,16 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 // error is non-nil only when keygate could not decide, and Envoy then applies the
 // filter's status_on_error.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
 	areq := requestFrom(req.GetAttributes().GetRequest().GetHttp())
 	d, err := s.engine.Check(ctx, &areq)
+	span := trace.SpanFromContext(ctx)
+	defer func() {
+		// Decision and reason, never key material, on the Check span.
+		span.SetAttributes(attribute.String("keygate.decision", decisionOf(d.Reason)),
+			attribute.String("keygate.reason", d.Reason.String()))
+		s.metrics.record(ctx, &d, start)
+	}()
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "check undecided",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
@@ -152,16 +171,19 @@ func (s *Server) limit(ctx context.Context, d authz.Decision) (authz.Decision, *
 	res, applied, err := s.limits.Check(ctx, &d.Record)
 	switch {
 	case err != nil && s.failOpen:
+		s.metrics.limiterDown.Add(ctx, 1, s.metrics.failOpen)
 		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; allowing (fail open)",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
 		return d, nil
 	case err != nil:
+		s.metrics.limiterDown.Add(ctx, 1, s.metrics.failClosed)
 		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; denying (fail closed)",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
 		return s.engine.LimiterUnavailable(d), nil
 	case !applied:
 		return d, nil
 	case !res.Allowed:
+		s.metrics.rateLimited.Add(ctx, 1)
 		return s.engine.RateLimited(d, res.RetryAfter), &res
 	}
 	return d, &res

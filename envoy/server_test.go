@@ -98,6 +98,15 @@ func newKeyset(t *testing.T) *keyset {
 	return ks
 }
 
+func newServer(t *testing.T, e *authz.Engine, opts Options) *Server {
+	t.Helper()
+	s, err := NewServer(e, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // serve starts a real gRPC server for s on a loopback port and returns a client of it.
 func serve(t *testing.T, s *Server) authv3.AuthorizationClient {
 	t.Helper()
@@ -179,7 +188,7 @@ func headerMap(opts []*corev3.HeaderValueOption) map[string]string {
 func TestDenialsOverGRPC(t *testing.T) {
 	ks := newKeyset(t)
 	for p := range authz.Profile(len(authz.Profiles())) {
-		client := serve(t, NewServer(newEngine(t, ks.store, p), Options{}))
+		client := serve(t, newServer(t, newEngine(t, ks.store, p), Options{}))
 		for name, tc := range map[string]struct {
 			headers   map[string]string
 			reason    authz.Reason
@@ -228,7 +237,7 @@ func TestDenialsOverGRPC(t *testing.T) {
 
 func TestAllowOverGRPC(t *testing.T) {
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMagicx), Options{}))
+	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{}))
 	for name, headers := range map[string]map[string]string{
 		"bearer":           {"authorization": "Bearer " + ks.active},
 		"x-api-key":        {"x-api-key": ks.active},
@@ -280,7 +289,7 @@ func TestAllowOverGRPC(t *testing.T) {
 
 func TestAllowGeneratesRequestID(t *testing.T) {
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMagicx), Options{}))
+	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{}))
 	resp, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active, "x-request-id": ""}))
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +301,7 @@ func TestAllowGeneratesRequestID(t *testing.T) {
 
 func TestKeepCredentials(t *testing.T) {
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMagicx), Options{KeepCredentials: true}))
+	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{KeepCredentials: true}))
 	resp, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"x-api-key": ks.active}))
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +315,7 @@ func TestKeepCredentials(t *testing.T) {
 // names as sent, repeated headers not merged.
 func TestRawHeaders(t *testing.T) {
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMythIQ), Options{}))
+	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMythIQ), Options{}))
 	raw := func(kv ...string) *authv3.CheckRequest {
 		req := envoyRequest(t, nil)
 		h := req.GetAttributes().GetRequest().GetHttp()
@@ -347,7 +356,7 @@ func TestRawHeaders(t *testing.T) {
 
 func TestBadChecksumCausesNoVaultRead(t *testing.T) {
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMagicx), Options{}))
+	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{}))
 	before := ks.reads.Count()
 	for range 50 {
 		resp, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.badChecksum}))
@@ -380,7 +389,7 @@ func TestVaultDownIs503(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, down, authz.ProfileOpenAI), Options{}))
+	client := serve(t, newServer(t, newEngine(t, down, authz.ProfileOpenAI), Options{}))
 	resp, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active}))
 	if err != nil {
 		t.Fatalf("Check with Vault down: %v, want a 503 denial", err)
@@ -411,7 +420,7 @@ func (corruptLookup) Lookup(context.Context, authz.KeyHash) (authz.Record, error
 
 func TestUndecidedIsAGRPCError(t *testing.T) {
 	ks := newKeyset(t)
-	client := serve(t, NewServer(newEngine(t, corruptLookup{}, authz.ProfileMagicx), Options{}))
+	client := serve(t, newServer(t, newEngine(t, corruptLookup{}, authz.ProfileMagicx), Options{}))
 	_, err := client.Check(context.Background(), envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active}))
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("Check with a corrupt store: %v, want a gRPC Unavailable error", err)
@@ -440,7 +449,10 @@ func BenchmarkServerCheck(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := NewServer(e, Options{Usage: store.NewUsage()})
+	s, err := NewServer(e, Options{Usage: store.NewUsage()})
+	if err != nil {
+		b.Fatal(err)
+	}
 	raw, err := os.ReadFile(filepath.Join("..", "testdata", "envoy", "check_request.json"))
 	if err != nil {
 		b.Fatal(err)
@@ -483,7 +495,7 @@ func TestAuditAndUsage(t *testing.T) {
 	ks := newKeyset(t)
 	var log bytes.Buffer
 	usage := &usageLog{}
-	client := serve(t, NewServer(newEngine(t, ks.store, authz.ProfileMagicx), Options{Audit: audit.New(&log), Usage: usage}))
+	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{Audit: audit.New(&log), Usage: usage}))
 	for _, h := range []map[string]string{
 		{"authorization": "Bearer " + ks.active},
 		{"authorization": "Bearer " + ks.badChecksum},

@@ -7,24 +7,37 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Redis keeps buckets in Redis: one limit holds across every replica sharing it.
 type Redis struct {
 	limiter *redis_rate.Limiter
 	prefix  string
+	tracer  trace.Tracer
 }
 
 // NewRedis returns a Redis backend; bucket keys get prefix (such as "keygate:").
 func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
-	return &Redis{limiter: redis_rate.NewLimiter(rdb), prefix: prefix}
+	return &Redis{limiter: redis_rate.NewLimiter(rdb), prefix: prefix, tracer: otel.Tracer("github.com/keygate/keygate/ratelimit")}
 }
 
 // Allow implements Backend. With one bucket it is one atomic Redis call. With several,
 // it first reads them all without counting, refusing without cost when one is spent,
 // then counts the request in each; if a concurrent request spends a bucket in between,
 // the counts already made are given back.
-func (r *Redis) Allow(ctx context.Context, buckets []Bucket) (Result, error) {
+func (r *Redis) Allow(ctx context.Context, buckets []Bucket) (res Result, err error) {
+	ctx, span := r.tracer.Start(ctx, "redis.ratelimit", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.Int("ratelimit.buckets", len(buckets))))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, "redis unavailable")
+		}
+		span.End()
+	}()
 	limits := make([]redis_rate.Limit, len(buckets))
 	for i, b := range buckets {
 		limits[i] = redis_rate.Limit{Rate: b.Limit.PerMinute, Burst: b.Limit.Burst, Period: time.Minute}

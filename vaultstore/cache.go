@@ -37,6 +37,9 @@ type CacheConfig struct {
 	PollInterval time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Metrics exports the cache's counters to the global OTel MeterProvider. Only one
+	// cache of a process should (serve's); tests make many.
+	Metrics bool
 }
 
 // CacheStats counts what a Cache did since it was made.
@@ -120,7 +123,13 @@ func NewCache(store *Store, cfg CacheConfig) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cache{store: store, cfg: cfg, lru: l, misses: rate.NewLimiter(rate.Limit(cfg.MissRate), cfg.MissBurst)}, nil
+	c := &Cache{store: store, cfg: cfg, lru: l, misses: rate.NewLimiter(rate.Limit(cfg.MissRate), cfg.MissBurst)}
+	if cfg.Metrics {
+		if err := registerCacheMetrics(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // Lookup returns the record for hash from the cache, or from Vault.

@@ -41,6 +41,7 @@ type Store struct {
 	mount, base   string
 	lookupTimeout time.Duration
 	now           func() time.Time
+	tel           telemetry
 }
 
 var _ authz.KeyLookup = (*Store)(nil)
@@ -70,7 +71,12 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	tel, err := newTelemetry()
+	if err != nil {
+		return nil, err
+	}
 	return &Store{
+		tel:           tel,
 		client:        cfg.Client,
 		kv:            cfg.Client.KVv2(cfg.Mount),
 		mount:         cfg.Mount,
@@ -174,7 +180,9 @@ func (s *Store) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, e
 
 // read decodes the current version of the KV v2 secret at path into v and returns the
 // version number. A missing or deleted secret is ErrKeyNotFound.
-func (s *Store) read(ctx context.Context, path string, v any) (int, error) {
+func (s *Store) read(ctx context.Context, path string, v any) (version int, err error) {
+	ctx, done := s.observe(ctx, "read", path)
+	defer func() { done(err) }()
 	resp, err := s.client.Logical().ReadRawWithContext(ctx, s.mount+"/data/"+path)
 	if resp != nil {
 		defer resp.Body.Close()
@@ -206,7 +214,9 @@ func (s *Store) read(ctx context.Context, path string, v any) (int, error) {
 }
 
 // write stores v at path if the secret's current version is cas (0: it must not exist).
-func (s *Store) write(ctx context.Context, path string, v any, cas int) error {
+func (s *Store) write(ctx context.Context, path string, v any, cas int) (err error) {
+	ctx, done := s.observe(ctx, "write", path)
+	defer func() { done(err) }()
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -291,7 +301,9 @@ func (s *Store) getStored(ctx context.Context, id string) (storedRecord, int, er
 
 // List returns every record, oldest first.
 func (s *Store) List(ctx context.Context) ([]authz.Record, error) {
-	sec, err := s.client.Logical().ListWithContext(ctx, s.mount+"/metadata/"+s.base+"/ids")
+	lctx, done := s.observe(ctx, "list", s.base+"/ids")
+	sec, err := s.client.Logical().ListWithContext(lctx, s.mount+"/metadata/"+s.base+"/ids")
+	done(err)
 	if err != nil {
 		return nil, fmt.Errorf("%w: list keys: %w", ErrVaultUnavailable, err)
 	}

@@ -70,7 +70,7 @@ func TestCanary(t *testing.T) {
 		t.Fatalf("revoked key: %v\n%s", err, out)
 	}
 	record(out, errOut)
-	for _, path := range []string{"/healthz", "/readyz", "/debug/vars"} {
+	for _, path := range []string{"/healthz", "/readyz", "/debug/vars", "/metrics"} {
 		resp, err := http.Get("http://" + httpAddr + path)
 		if err != nil {
 			t.Fatal(err)

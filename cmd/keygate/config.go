@@ -52,7 +52,10 @@ type config struct {
 		} `json:"auth"`
 		TLS vaultTLS `json:"tls"`
 	} `json:"vault"`
-	Policy     authz.Policy `json:"policy"`
+	Policy  authz.Policy `json:"policy"`
+	Metrics struct {
+		PerKey bool `json:"per_key"` // a series per key id (label cardinality): off by default
+	} `json:"metrics"`
 	RateLimits struct {
 		Backend     string                    `json:"backend"`      // local (default) or redis
 		DefaultPlan string                    `json:"default_plan"` // "": keys without a plan are not limited
@@ -232,7 +235,7 @@ func (cfg *config) cache(store *vaultstore.Store) (*vaultstore.Cache, error) {
 	return vaultstore.NewCache(store, vaultstore.CacheConfig{
 		Size: c.Size, TTL: time.Duration(c.TTL), NegativeTTL: time.Duration(c.NegativeTTL),
 		StaleFor: time.Duration(c.StaleFor), MissRate: c.MissRate, MissBurst: c.MissBurst,
-		PollInterval: time.Duration(c.PollInterval),
+		PollInterval: time.Duration(c.PollInterval), Metrics: true,
 	})
 }
 

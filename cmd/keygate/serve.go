@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -71,6 +72,22 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
+	// Telemetry first: the store, cache and servers take their instruments from it.
+	var certFiles []string
+	for _, f := range []string{cfg.Vault.TLS.CACert, cfg.Vault.TLS.ClientCert} {
+		if f != "" {
+			certFiles = append(certFiles, f)
+		}
+	}
+	tel, err := setupTelemetry(ctx, certFiles)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.shutdown(sctx)
+	}()
 	p, err := authz.ParseProfile(cfg.DenyProfile)
 	if err != nil {
 		return err
@@ -113,12 +130,17 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	}
 	usage := store.NewUsage()
 
-	g := grpc.NewServer()
-	opts := envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage, LimiterFailOpen: failOpen}
+	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	opts := envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage,
+		LimiterFailOpen: failOpen, PerKeyMetrics: cfg.Metrics.PerKey}
 	if limiter != nil {
 		opts.Limits = limiter // an untyped nil, not a nil *Limiter, when there is none
 	}
-	envoy.NewServer(engine, opts).Register(g)
+	authzServer, err := envoy.NewServer(engine, opts)
+	if err != nil {
+		return err
+	}
+	authzServer.Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	var draining atomic.Bool
@@ -139,7 +161,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 		name, addr string
 		handler    http.Handler
 	}{
-		{"health", cfg.HTTPAddr, healthMux(&draining, cache)},
+		{"health", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics)},
 		{"admin API", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog,
 			DefaultGrace: time.Duration(cfg.RotationGrace)})},
 	} {
@@ -238,10 +260,12 @@ func watchReadiness(ctx context.Context, cache *vaultstore.Cache, draining *atom
 	}
 }
 
-// healthMux serves /healthz (the process is up), /readyz (it can decide) and
-// /debug/vars (Go runtime figures: memstats, goroutines, and the cache counters).
-func healthMux(draining *atomic.Bool, cache *vaultstore.Cache) http.Handler {
+// healthMux serves /healthz (the process is up), /readyz (it can decide), /metrics
+// (Prometheus) and /debug/vars (Go runtime figures: memstats, goroutines, and the cache
+// counters).
+func healthMux(draining *atomic.Bool, cache *vaultstore.Cache, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	vars := new(expvar.Map).Init()
 	vars.Set("goroutines", expvar.Func(func() any { return runtime.NumGoroutine() }))
 	vars.Set("cache", expvar.Func(func() any { return cache.Stats() }))
