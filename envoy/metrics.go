@@ -21,10 +21,13 @@ type metrics struct {
 	duration    metric.Float64Histogram
 	rateLimited metric.Int64Counter
 	limiterDown metric.Int64Counter
-	perKey      metric.Int64Counter        // nil unless per-key counts are on
-	byReason    []metric.MeasurementOption // indexed by authz.Reason
-	failOpen    metric.MeasurementOption
-	failClosed  metric.MeasurementOption
+	perKey      metric.Int64Counter // nil unless per-key counts are on
+	// Per reason (indexed by authz.Reason), the options slices passed to Add and Record:
+	// made once, so recording allocates nothing.
+	addByReason    [][]metric.AddOption
+	recordByReason [][]metric.RecordOption
+	failOpen       metric.MeasurementOption
+	failClosed     metric.MeasurementOption
 }
 
 func newMetrics(perKey bool) (*metrics, error) {
@@ -55,8 +58,10 @@ func newMetrics(perKey bool) (*metrics, error) {
 		}
 	}
 	for _, r := range authz.Reasons() {
-		out.byReason = append(out.byReason, metric.WithAttributeSet(attribute.NewSet(
-			attribute.String("decision", decisionOf(r)), attribute.String("reason", r.String()))))
+		set := metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("decision", decisionOf(r)), attribute.String("reason", r.String())))
+		out.addByReason = append(out.addByReason, []metric.AddOption{set})
+		out.recordByReason = append(out.recordByReason, []metric.RecordOption{set})
 	}
 	out.failOpen = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "allowed")))
 	out.failClosed = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "denied")))
@@ -71,9 +76,8 @@ func newMetrics(perKey bool) (*metrics, error) {
 
 // record counts one decided check.
 func (m *metrics) record(ctx context.Context, d *authz.Decision, start time.Time) {
-	set := m.byReason[d.Reason]
-	m.checks.Add(ctx, 1, set)
-	m.duration.Record(ctx, time.Since(start).Seconds(), set)
+	m.checks.Add(ctx, 1, m.addByReason[d.Reason]...)
+	m.duration.Record(ctx, time.Since(start).Seconds(), m.recordByReason[d.Reason]...)
 	if m.perKey != nil && d.Record.ID != "" {
 		m.perKey.Add(ctx, 1, metric.WithAttributes(attribute.String("key_id", d.Record.ID),
 			attribute.String("decision", decisionOf(d.Reason))))

@@ -115,22 +115,27 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 // filter's status_on_error.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	areq := requestFrom(req.GetAttributes().GetRequest().GetHttp())
-	d, err := s.engine.Check(ctx, &areq)
-	span := trace.SpanFromContext(ctx)
-	defer func() {
+	d, resp, err := s.check(ctx, req)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		// Decision and reason, never key material, on the Check span.
 		span.SetAttributes(attribute.String("keygate.decision", decisionOf(d.Reason)),
 			attribute.String("keygate.reason", d.Reason.String()))
-		s.metrics.record(ctx, &d, start)
-	}()
+	}
+	s.metrics.record(ctx, &d, start)
+	return resp, err
+}
+
+// check decides req and builds the answer; Check observes it.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Decision, *authv3.CheckResponse, error) {
+	areq := requestFrom(req.GetAttributes().GetRequest().GetHttp())
+	d, err := s.engine.Check(ctx, &areq)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "check undecided",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
 		if errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled) {
-			return nil, status.Error(codes.Canceled, "check canceled")
+			return d, nil, status.Error(codes.Canceled, "check canceled")
 		}
-		return nil, status.Error(codes.Unavailable, "keygate could not decide")
+		return d, nil, status.Error(codes.Unavailable, "keygate could not decide")
 	}
 	var rl *ratelimit.Result
 	if d.Allowed() && s.limits != nil {
@@ -153,16 +158,16 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			}
 			s.audit.Write(ev)
 		}
-		return denied(&d, rl), nil
+		return d, denied(&d, rl), nil
 	}
 	if s.usage != nil {
 		s.usage.Seen(d.Record.ID, time.Now())
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "allowed",
-			slog.String("request_id", d.RequestID), slog.String("key_id", d.Record.ID))
+			slog.String("request_id", d.RequestID), slog.String("reason", d.Reason.String()), slog.String("key_id", d.Record.ID))
 	}
-	return s.allowed(&d, rl), nil
+	return d, s.allowed(&d, rl), nil
 }
 
 // limit counts an allowed request against the key's rate limits. The result is nil

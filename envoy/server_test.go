@@ -17,6 +17,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/hashicorp/vault/api"
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -428,6 +430,15 @@ func TestUndecidedIsAGRPCError(t *testing.T) {
 	if strings.Contains(err.Error(), "decode") {
 		t.Fatal("the gRPC error exposes internals")
 	}
+}
+
+// BenchmarkServerCheckWithMetrics is BenchmarkServerCheck with an OTel SDK meter
+// provider installed, as serve runs it: the cost of counting and timing each check.
+func BenchmarkServerCheckWithMetrics(b *testing.B) {
+	prev := otel.GetMeterProvider()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())))
+	defer otel.SetMeterProvider(prev)
+	BenchmarkServerCheck(b)
 }
 
 func BenchmarkServerCheck(b *testing.B) {
