@@ -134,12 +134,14 @@ func writeConfig(t *testing.T, body string) string {
 
 var keyCount int
 
-func createKey(t *testing.T, v *vaulttest.Server, base string) createdKey {
+// createKey makes a key with the CLI against v, with the given comma-separated scopes.
+func createKey(t *testing.T, v *vaulttest.Server, base string, scopes ...string) createdKey {
 	t.Helper()
 	t.Setenv("VAULT_ADDR", v.Addr)
 	t.Setenv("VAULT_TOKEN", v.Token)
 	keyCount++
-	out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", fmt.Sprintf("replicated %d", keyCount), "--json")
+	out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base,
+		"--name", fmt.Sprintf("key %d", keyCount), "--scopes", strings.Join(scopes, ","), "--json")
 	if err != nil {
 		t.Fatalf("keys create: %v\n%s", err, stderr)
 	}
@@ -403,7 +405,7 @@ policy:
 	if counts[403] != 12 {
 		t.Fatalf("statuses %v, want 12 × 403 from the route's scope", counts)
 	}
-	k2 := createScopedKey(t, base, "models:read")
+	k2 := createKey(t, vault(t), base, "models:read")
 	counts = map[int]int{}
 	for i := range 12 {
 		code, err := replicas[i%2].check(context.Background(), k2.Key)
@@ -415,19 +417,4 @@ policy:
 	if counts[200] != 5 || counts[429] != 7 {
 		t.Fatalf("statuses over two replicas %v, want 5 × 200 (the shared burst) and 7 × 429", counts)
 	}
-}
-
-func createScopedKey(t *testing.T, base, scopes string) createdKey {
-	t.Helper()
-	keyCount++
-	out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base,
-		"--name", fmt.Sprintf("scoped %d", keyCount), "--scopes", scopes, "--json")
-	if err != nil {
-		t.Fatalf("keys create: %v\n%s", err, stderr)
-	}
-	var k createdKey
-	if err := json.Unmarshal([]byte(out), &k); err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
