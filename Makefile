@@ -37,6 +37,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFormatCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzCredentials$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzModelOf$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseXFCC$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvoyPEM$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseClientCert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
 
 ## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks

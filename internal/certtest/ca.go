@@ -126,6 +126,21 @@ func (ca *CA) Issue(t testing.TB, o LeafOptions) *Leaf {
 	return l
 }
 
+// CRL returns a PEM CRL, signed by the CA, that revokes the given leaves.
+func (ca *CA) CRL(t testing.TB, revoked ...*Leaf) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour)}
+	for _, l := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: l.Cert.SerialNumber, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemBlock("X509 CRL", der)
+}
+
 func newKey(t testing.TB) *ecdsa.PrivateKey {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
