@@ -221,6 +221,7 @@ type CreateRequest struct {
 	ExpiresIn string     `json:"expires_in"` // "90d", "720h"; empty: never expires
 	Models    []string   `json:"models"`     // model allow-list; empty: any model
 	Plan      string     `json:"plan"`       // rate-limit plan; admin only
+	BindCert  string     `json:"bind_cert"`  // a SPIFFE ID or sha256: fingerprint the key is bound to
 }
 
 func (a *api) create(r *http.Request, c caller) reply {
@@ -245,7 +246,7 @@ func (a *api) create(r *http.Request, c caller) reply {
 	if !c.admin && req.Plan != "" {
 		return fail(http.StatusForbidden, "FORBIDDEN", "only an admin caller sets a key's plan")
 	}
-	spec := authz.KeySpec{Name: req.Name, Owner: req.Owner, Scopes: req.Scopes, Kind: req.Kind, Models: req.Models, Plan: req.Plan}
+	spec := authz.KeySpec{Name: req.Name, Owner: req.Owner, Scopes: req.Scopes, Kind: req.Kind, Models: req.Models, Plan: req.Plan, BoundCert: req.BindCert}
 	if req.ExpiresIn != "" {
 		d, err := duration.Parse(req.ExpiresIn)
 		if err != nil || d <= 0 {

@@ -21,13 +21,14 @@ type View struct {
 	ReplacedBy string     `json:"replaced_by,omitempty"`
 	Models     []string   `json:"models,omitempty"`
 	Plan       string     `json:"plan,omitempty"`
+	BoundCert  string     `json:"bound_cert,omitempty"`
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
 // NewView returns r as shown at now.
 func NewView(r authz.Record, now time.Time) View {
 	v := View{ID: r.ID, Name: r.Name, Owner: r.Owner, Kind: r.Kind, Scopes: r.Scopes, Status: string(r.StatusAt(now)),
-		Hint: r.Hint, CreatedAt: r.CreatedAt, ReplacedBy: r.ReplacedBy, Models: r.Models, Plan: r.Plan}
+		Hint: r.Hint, CreatedAt: r.CreatedAt, ReplacedBy: r.ReplacedBy, Models: r.Models, Plan: r.Plan, BoundCert: r.BoundCert}
 	if v.Scopes == nil {
 		v.Scopes = []string{}
 	}

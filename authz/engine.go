@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/keygate/keygate/certs"
 )
 
 // Request is what the engine needs to know about one HTTP request. Adapters fill it from
@@ -26,6 +29,30 @@ type Request struct {
 	// BodyPartial says Envoy cut it at max_request_bytes.
 	Body        []byte
 	BodyPartial bool
+	// Peer is the client certificate of the connection, as the adapter verified it.
+	Peer Peer
+}
+
+// Peer is the client certificate a request came with.
+type Peer struct {
+	// Presented: the connection had a client certificate. Verified: it passed keygate's
+	// own CA bundle, validity and CRL checks, and the fields below describe it.
+	Presented, Verified bool
+	SPIFFE, DNS         []string
+	CommonName          string
+	OrgUnits            []string
+	Fingerprint         string // "sha256:" and the hex SHA-256 of the DER certificate
+}
+
+// IdentityRule grants scopes to a verified client certificate, so that a service can
+// authenticate by certificate alone. Every field that is set must match.
+type IdentityRule struct {
+	Name       string   `json:"name"`   // names the identity in headers and logs
+	SPIFFE     string   `json:"spiffe"` // a SPIFFE ID; '*' matches one path segment
+	DNS        string   `json:"dns"`    // a DNS SAN; "*.example.org" matches one label
+	CommonName string   `json:"cn"`
+	OrgUnit    string   `json:"ou"`
+	Scopes     []string `json:"scopes"`
 }
 
 // Decision is the engine's answer for one request.
@@ -57,6 +84,11 @@ type Config struct {
 	// Policy maps requests to required scopes and model checks; the zero Policy lets
 	// every valid key through.
 	Policy Policy
+	// RequireClientCert denies every request without a verified client certificate
+	// (routes may require one on their own).
+	RequireClientCert bool
+	// IdentityRules let verified client certificates in without a key.
+	IdentityRules []IdentityRule
 }
 
 // Engine decides whether requests carry a valid key. It is safe for concurrent use.
@@ -66,6 +98,8 @@ type Engine struct {
 	denier *denier
 	now    func() time.Time
 	policy Policy
+	mtls   bool
+	rules  []IdentityRule
 }
 
 // New returns an Engine for cfg.
@@ -89,7 +123,19 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.Policy.validate(); err != nil {
 		return nil, err
 	}
-	return &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now, policy: cfg.Policy}, nil
+	for i, r := range cfg.IdentityRules {
+		if r.SPIFFE == "" && r.DNS == "" && r.CommonName == "" && r.OrgUnit == "" {
+			return nil, fmt.Errorf("%w: identity rule %d (%s) matches every certificate", ErrInvalidPolicy, i, r.Name)
+		}
+		if r.Name == "" {
+			return nil, fmt.Errorf("%w: identity rule %d has no name", ErrInvalidPolicy, i)
+		}
+		if err := ValidateScopes(r.Scopes); err != nil {
+			return nil, fmt.Errorf("%w: identity rule %s: %w", ErrInvalidPolicy, r.Name, err)
+		}
+	}
+	return &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now, policy: cfg.Policy,
+		mtls: cfg.RequireClientCert, rules: cfg.IdentityRules}, nil
 }
 
 // Check decides req. A denial is a Decision, not an error. An unavailable or throttled
@@ -100,7 +146,24 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 	if d.RequestID == "" {
 		d.RequestID = NewRequestID()
 	}
+	d.Route = e.policy.match(req.Method, req.Host, req.Path)
+	switch {
+	case req.Peer.Presented && !req.Peer.Verified:
+		// A certificate keygate cannot verify (foreign CA, expired, revoked) is refused
+		// even where none is required: a misconfigured Envoy must not open the door.
+		return e.deny(d, ReasonClientCertInvalid), nil
+	case !req.Peer.Verified && (e.mtls || d.Route != nil && d.Route.RequireClientCert):
+		return e.deny(d, ReasonClientCertRequired), nil
+	}
 	key, reason := e.credential(req)
+	if reason == ReasonMissing && req.Peer.Verified {
+		if rule := e.identity(&req.Peer); rule != nil {
+			d.Record = Record{ID: "cert:" + rule.Name, Name: rule.Name, Owner: req.Peer.Fingerprint,
+				Kind: KindCertificate, Scopes: rule.Scopes}
+			d.Reason = ReasonAllowed
+			return e.authorize(d, req), nil
+		}
+	}
 	if reason != ReasonAllowed {
 		return e.deny(d, reason), nil
 	}
@@ -126,14 +189,55 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 	case StatusExpired:
 		return e.deny(d, ReasonExpired), nil
 	}
+	if rec.BoundCert != "" && !req.Peer.holds(rec.BoundCert) {
+		// A certificate-bound key (RFC 8705's idea) is worthless without its certificate.
+		d.Record = Record{}
+		return e.deny(d, ReasonCertMismatch), nil
+	}
 	d.Reason = ReasonAllowed
 	return e.authorize(d, req), nil
+}
+
+// holds reports whether the verified peer is the certificate a key is bound to: its
+// SHA-256 fingerprint, or one of its SPIFFE IDs.
+func (p *Peer) holds(bound string) bool {
+	if !p.Verified {
+		return false
+	}
+	if strings.HasPrefix(bound, "sha256:") {
+		return subtle.ConstantTimeCompare([]byte(strings.ToLower(bound)), []byte(p.Fingerprint)) == 1
+	}
+	return slices.Contains(p.SPIFFE, bound)
+}
+
+// identity returns the first rule the verified peer matches, or nil.
+func (e *Engine) identity(p *Peer) *IdentityRule {
+	for i := range e.rules {
+		r := &e.rules[i]
+		switch {
+		case r.SPIFFE != "" && !slices.ContainsFunc(p.SPIFFE, func(id string) bool { return certs.MatchSPIFFE(r.SPIFFE, id) }),
+			r.DNS != "" && !slices.ContainsFunc(p.DNS, func(n string) bool { return dnsMatch(r.DNS, n) }),
+			r.CommonName != "" && r.CommonName != p.CommonName,
+			r.OrgUnit != "" && !slices.Contains(p.OrgUnits, r.OrgUnit):
+			continue
+		}
+		return r
+	}
+	return nil
+}
+
+// dnsMatch matches a DNS name against a name or a "*." wildcard of one label.
+func dnsMatch(pattern, name string) bool {
+	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
+		label, domain, found := strings.Cut(name, ".")
+		return found && label != "" && strings.EqualFold(domain, rest)
+	}
+	return strings.EqualFold(pattern, name)
 }
 
 // authorize applies the policy to a request with a valid key: the route's scope, then
 // its model allow-list.
 func (e *Engine) authorize(d Decision, req *Request) Decision {
-	d.Route = e.policy.match(req.Method, req.Host, req.Path)
 	r := d.Route
 	switch {
 	case r == nil && e.policy.DenyUnmatched:

@@ -47,6 +47,7 @@ type fixture struct {
 	lookup                *memLookup
 	active, revoked, gone string // keys
 	unknown, badChecksum  string
+	boundFP, boundSPIFFE  string // keys bound to a client certificate (mtlsFixture)
 }
 
 func newFixture(t testing.TB, p Profile) *fixture {

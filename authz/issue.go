@@ -20,6 +20,7 @@ type KeySpec struct {
 	Kind      Kind      // "" means KindProduct
 	Models    []string  // model allow-list; empty: any model
 	Plan      string    // rate-limit plan; empty: the default
+	BoundCert string    // a SPIFFE ID or "sha256:<hex>" fingerprint the key is bound to
 	Scopes    []string  // each 1 to 64 printable ASCII characters without spaces or commas
 	ExpiresAt time.Time // zero: never expires
 }
@@ -48,6 +49,7 @@ func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err 
 		Kind:      spec.kind(),
 		Models:    slices.Clone(spec.Models),
 		Plan:      spec.Plan,
+		BoundCert: spec.BoundCert,
 		Scopes:    slices.Compact(scopes),
 		Hash:      HashKey(key),
 		Hint:      f.Hint(key),
@@ -133,6 +135,9 @@ func (s KeySpec) validate(now time.Time) error {
 			return fmt.Errorf("%w: model %q must be 1 to 128 printable ASCII characters without spaces or commas", ErrInvalidKeySpec, m)
 		}
 	}
+	if b := s.BoundCert; b != "" && !strings.HasPrefix(b, "spiffe://") && !validFingerprint(b) {
+		return fmt.Errorf("%w: a bound certificate is a spiffe:// ID or sha256: and 64 hex digits", ErrInvalidKeySpec)
+	}
 	for i := 0; i < len(s.Plan); i++ {
 		if c := s.Plan[i]; !isAlnum(c) && c != '-' && c != '_' || i >= 32 {
 			return fmt.Errorf("%w: plan must be up to 32 letters, digits, '-' and '_'", ErrInvalidKeySpec)
@@ -153,6 +158,19 @@ func ValidateScopes(scopes []string) error {
 		}
 	}
 	return nil
+}
+
+func validFingerprint(s string) bool {
+	hexPart, ok := strings.CutPrefix(strings.ToLower(s), "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	for _, c := range hexPart {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // printable reports whether s is 1 to max bytes of printable ASCII (space allowed when

@@ -36,6 +36,9 @@ type Route struct {
 	Models bool `json:"models"`
 	// Webhook marks a webhook route: the webhook permission reaches only these.
 	Webhook bool `json:"webhook"`
+	// RequireClientCert denies requests to the route without a verified client
+	// certificate, even with a valid key.
+	RequireClientCert bool `json:"require_client_cert"`
 }
 
 // Policy maps requests to the scopes they need.

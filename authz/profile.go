@@ -33,6 +33,9 @@ const (
 	ReasonBadBody                          // a model route's body is not a JSON object with one model (400)
 	ReasonRateLimited                      // the key is over its rate limit (429)
 	ReasonLimiterUnavailable               // the shared rate limiter cannot answer and fails closed (503)
+	ReasonClientCertRequired               // mTLS is required and the request has no verified client certificate (403)
+	ReasonClientCertInvalid                // the client certificate fails keygate's own verification (403)
+	ReasonCertMismatch                     // a certificate-bound key without its certificate (401)
 	numReasons
 )
 
@@ -53,6 +56,9 @@ var reasonCodes = [numReasons]string{
 	ReasonBadBody:            "invalid_body",
 	ReasonRateLimited:        "rate_limited",
 	ReasonLimiterUnavailable: "rate_limiter_unavailable",
+	ReasonClientCertRequired: "client_cert_required",
+	ReasonClientCertInvalid:  "client_cert_invalid",
+	ReasonCertMismatch:       "cert_mismatch",
 }
 
 // Reasons returns every reason, in order; a Reason indexes the slice.
@@ -136,7 +142,7 @@ func (r Reason) status() int {
 	switch r {
 	case ReasonUnavailable, ReasonThrottled, ReasonLimiterUnavailable:
 		return http.StatusServiceUnavailable
-	case ReasonInsufficientScope, ReasonNoRoute, ReasonModelNotAllowed:
+	case ReasonInsufficientScope, ReasonNoRoute, ReasonModelNotAllowed, ReasonClientCertRequired, ReasonClientCertInvalid:
 		return http.StatusForbidden
 	case ReasonBadBody:
 		return http.StatusBadRequest
@@ -282,6 +288,10 @@ const (
 	noRouteMessage     = "This API key cannot access this route."
 	badBodyMessage     = `The request body must be one JSON object with one "model" string.`
 	rateLimitedMessage = "Rate limit exceeded. Please try again later."
+	// MX4's troubleshooting: "Verify that your client certificate is signed by the CA
+	// and has not expired."
+	clientCertRequiredMessage = "A client certificate signed by the CA is required."
+	clientCertInvalidMessage  = "Verify that your client certificate is signed by the CA and has not expired."
 )
 
 // body renders the profile's body for reason r.
@@ -308,6 +318,10 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 			e.Code, e.Message = "AUTH_ROUTE_FORBIDDEN", noRouteMessage
 		case r == ReasonModelNotAllowed:
 			e.Code, e.Message = "AUTH_MODEL_NOT_ALLOWED", "API key may not use model '"+a.model+"'"
+		case r == ReasonClientCertRequired:
+			e.Code, e.Message = "AUTH_CLIENT_CERT_REQUIRED", clientCertRequiredMessage
+		case r == ReasonClientCertInvalid:
+			e.Code, e.Message = "AUTH_CLIENT_CERT_INVALID", clientCertInvalidMessage
 		case r == ReasonBadBody:
 			e.Code, e.Message = "INVALID_REQUEST_BODY", badBodyMessage
 		case r == ReasonRateLimited:
@@ -327,6 +341,10 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 			e.Details = &apikeyDetail{KeyID: a.keyID}
 		case status == http.StatusServiceUnavailable:
 			e.Code, e.Message = "AUTH_UNAVAILABLE", unavailableMessage
+		case r == ReasonClientCertRequired:
+			e.Code, e.Message = "CLIENT_CERT_REQUIRED", clientCertRequiredMessage
+		case r == ReasonClientCertInvalid:
+			e.Code, e.Message = "CLIENT_CERT_INVALID", clientCertInvalidMessage
 		case status == http.StatusForbidden:
 			e.Code, e.Message = "INSUFFICIENT_PERMISSIONS", "Access denied. Check your API key permissions."
 			if a.required != "" || a.model != "" {
@@ -363,8 +381,13 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 			e.Message, e.Type, e.Code = unavailableMessage, "server_error", "service_unavailable"
 		case status == http.StatusForbidden:
 			e.Message, e.Code = "You don't have permission to access this resource or model.", "insufficient_permissions"
-			if r == ReasonModelNotAllowed {
+			switch r {
+			case ReasonModelNotAllowed:
 				e.Code = "model_not_allowed"
+			case ReasonClientCertRequired:
+				e.Message, e.Code = clientCertRequiredMessage, "client_certificate_required"
+			case ReasonClientCertInvalid:
+				e.Message, e.Code = clientCertInvalidMessage, "client_certificate_invalid"
 			}
 		case r == ReasonBadBody:
 			param := "model"

@@ -26,6 +26,9 @@ type Record struct {
 	// Plan names the rate-limit plan of the configuration that applies to the key;
 	// empty: the default plan.
 	Plan string
+	// BoundCert, when set, binds the key to a client certificate: its SPIFFE ID, or
+	// "sha256:" and the certificate's fingerprint. The key is refused without it.
+	BoundCert string
 }
 
 // Kind is the kind of a key (MUTX's key types).
@@ -37,6 +40,9 @@ const (
 	KindProduct Kind = "product"
 	// KindUser is an owner's single permanent key: it never expires.
 	KindUser Kind = "user"
+	// KindCertificate is not stored: it is the record of a request let in by an
+	// identity rule on its client certificate alone.
+	KindCertificate Kind = "certificate"
 )
 
 // Status is a record's state at a given time.

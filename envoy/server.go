@@ -2,10 +2,12 @@ package envoy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/audit"
+	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/ratelimit"
 )
 
@@ -40,7 +44,62 @@ const (
 	headerAPIKey        = "x-api-key"
 	// headerPartialBody is Envoy's flag for a body cut at max_request_bytes.
 	headerPartialBody = "x-envoy-auth-partial-body"
+	headerXFCC        = "x-forwarded-client-cert"
+	headerClientCert  = "client-cert" // RFC 9440
 )
+
+// peer verifies the client certificate Envoy saw (URL-escaped PEM) and, when that
+// client is a trusted front proxy, the certificate its forwarding header names.
+func (s *Server) peer(escapedPEM string, fwd forwarded) authz.Peer {
+	if escapedPEM == "" {
+		return authz.Peer{}
+	}
+	p := s.verified(escapedPEM, func() ([]byte, error) { return certs.DecodeEnvoyPEM(escapedPEM) })
+	if !p.Verified || (fwd.xfcc == "" && fwd.clientCert == "") || !s.isTrustedProxy(&p) {
+		return p
+	}
+	if fwd.xfcc != "" {
+		return s.verified(fwd.xfcc, func() ([]byte, error) {
+			els, err := certs.ParseXFCC(fwd.xfcc)
+			if err != nil {
+				return nil, err
+			}
+			return els[len(els)-1].CertDER() // the element the nearest proxy appended
+		})
+	}
+	return s.verified(fwd.clientCert, func() ([]byte, error) { return certs.ParseClientCert(fwd.clientCert) })
+}
+
+// verified returns the peer for a certificate as sent, from the cache or by decoding
+// and verifying it. A certificate that cannot be decoded or verified is a presented,
+// unverified peer.
+func (s *Server) verified(sent string, decode func() ([]byte, error)) authz.Peer {
+	k := sha256.Sum256([]byte(sent))
+	if v, ok := s.peers.Get(k); ok && time.Now().Before(v.notAfter) {
+		return v.peer
+	}
+	der, err := decode()
+	if err != nil {
+		return authz.Peer{Presented: true}
+	}
+	id, err := s.verifier.Verify(der)
+	if err != nil {
+		return authz.Peer{Presented: true}
+	}
+	p := authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
+		OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
+	s.peers.Add(k, verifiedPeer{peer: p, notAfter: id.NotAfter})
+	return p
+}
+
+func (s *Server) isTrustedProxy(p *authz.Peer) bool {
+	for _, t := range s.trusted {
+		if t == p.Fingerprint || slices.ContainsFunc(p.SPIFFE, func(id string) bool { return certs.MatchSPIFFE(t, id) }) {
+			return true
+		}
+	}
+	return false
+}
 
 // Options configures a Server.
 type Options struct {
@@ -62,6 +121,14 @@ type Options struct {
 	// PerKeyMetrics adds a keygate.key.checks series per key id: off by default, as it
 	// makes one series per key.
 	PerKeyMetrics bool
+	// ClientCerts verifies the client certificate Envoy forwards in
+	// attributes.source.certificate (include_peer_certificate); nil: ignored.
+	ClientCerts *certs.Verifier
+	// TrustForwardedFrom lists the front proxies, by SPIFFE ID pattern or sha256:
+	// fingerprint of their own verified certificate, whose x-forwarded-client-cert (or
+	// RFC 9440 Client-Cert) header names the real client. Empty: those headers are
+	// ignored.
+	TrustForwardedFrom []string
 }
 
 // RateLimiter counts a request against a key's limits; *ratelimit.Limiter is one.
@@ -85,6 +152,15 @@ type Server struct {
 	limits   RateLimiter
 	failOpen bool
 	metrics  *metrics
+	verifier *certs.Verifier
+	trusted  []string
+	peers    *lru.Cache[[32]byte, verifiedPeer] // by SHA-256 of the certificate as sent
+}
+
+// verifiedPeer is a cached verification: the peer, valid until notAfter.
+type verifiedPeer struct {
+	peer     authz.Peer
+	notAfter time.Time
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -97,7 +173,15 @@ func NewServer(engine *authz.Engine, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage,
-		limits: opts.Limits, failOpen: opts.LimiterFailOpen, metrics: m}
+		limits: opts.Limits, failOpen: opts.LimiterFailOpen, metrics: m,
+		verifier: opts.ClientCerts, trusted: opts.TrustForwardedFrom}
+	if s.verifier != nil {
+		// Verifying a chain costs far more than a check; a client sends the same
+		// certificate on every request.
+		if s.peers, err = lru.New[[32]byte, verifiedPeer](10_000); err != nil {
+			return nil, err
+		}
+	}
 	if !opts.KeepCredentials {
 		s.remove = []string{headerAuthorization, headerAPIKey}
 	}
@@ -127,7 +211,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 // check decides req and builds the answer; Check observes it.
 func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Decision, *authv3.CheckResponse, error) {
-	areq := requestFrom(req.GetAttributes().GetRequest().GetHttp())
+	areq, fwd := requestFrom(req.GetAttributes().GetRequest().GetHttp())
+	if s.verifier != nil {
+		areq.Peer = s.peer(req.GetAttributes().GetSource().GetCertificate(), fwd)
+	}
 	d, err := s.engine.Check(ctx, &areq)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "check undecided",
@@ -219,8 +306,9 @@ func source(req *authv3.CheckRequest) string {
 // requestFrom reads the credential headers from both places Envoy may put them: the
 // headers map, or header_map when the filter sets encode_raw_headers. Names are matched
 // case-insensitively; repeated headers are joined with "," as HTTP merges them.
-func requestFrom(h *authv3.AttributeContext_HttpRequest) authz.Request {
+func requestFrom(h *authv3.AttributeContext_HttpRequest) (authz.Request, forwarded) {
 	r := authz.Request{Method: h.GetMethod(), Host: h.GetHost(), Path: h.GetPath()}
+	var fwd forwarded
 	switch {
 	case len(h.GetRawBody()) > 0: // pack_as_bytes
 		r.Body = h.GetRawBody()
@@ -228,21 +316,30 @@ func requestFrom(h *authv3.AttributeContext_HttpRequest) authz.Request {
 		r.Body = []byte(h.GetBody())
 	}
 	for k, v := range h.GetHeaders() {
-		collect(&r, k, v)
+		collect(&r, &fwd, k, v)
 	}
 	for _, hv := range h.GetHeaderMap().GetHeaders() {
 		v := hv.GetValue()
 		if len(hv.GetRawValue()) > 0 {
 			v = string(hv.GetRawValue())
 		}
-		collect(&r, hv.GetKey(), v)
+		collect(&r, &fwd, hv.GetKey(), v)
 	}
-	return r
+	return r, fwd
 }
 
-func collect(r *authz.Request, name, value string) {
+// forwarded holds a front proxy's client certificate headers.
+type forwarded struct {
+	xfcc, clientCert string
+}
+
+func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	var dst *string
 	switch {
+	case len(name) == len(headerXFCC) && strings.EqualFold(name, headerXFCC):
+		dst = &fwd.xfcc
+	case len(name) == len(headerClientCert) && strings.EqualFold(name, headerClientCert):
+		dst = &fwd.clientCert
 	case len(name) == len(headerAuthorization) && strings.EqualFold(name, headerAuthorization):
 		dst = &r.Authorization
 	case len(name) == len(headerAPIKey) && strings.EqualFold(name, headerAPIKey):

@@ -116,6 +116,7 @@ type storedRecord struct {
 	ReplacedBy string     `json:"replaced_by,omitempty"`
 	Models     []string   `json:"models,omitempty"`
 	Plan       string     `json:"plan,omitempty"`
+	BoundCert  string     `json:"bound_cert,omitempty"`
 	// PendingRotation is the id a rotation job has reserved for this key's successor
 	// before creating it, so a job that crashes half-way resumes instead of rotating
 	// the key twice.
@@ -131,7 +132,7 @@ func toStored(r authz.Record) storedRecord {
 		ID: r.ID, Name: r.Name, Owner: r.Owner, Scopes: r.Scopes, Kind: r.Kind,
 		KeySHA256: r.Hash.String(), Hint: r.Hint,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, ReplacedBy: r.ReplacedBy,
-		Models: r.Models, Plan: r.Plan,
+		Models: r.Models, Plan: r.Plan, BoundCert: r.BoundCert,
 	}
 }
 
@@ -149,7 +150,7 @@ func (s storedRecord) record() (authz.Record, error) {
 	return authz.Record{
 		ID: s.ID, Name: s.Name, Owner: s.Owner, Scopes: s.Scopes, Kind: s.Kind, Hash: h, Hint: s.Hint,
 		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, ReplacedBy: s.ReplacedBy,
-		Models: s.Models, Plan: s.Plan,
+		Models: s.Models, Plan: s.Plan, BoundCert: s.BoundCert,
 	}, nil
 }
 

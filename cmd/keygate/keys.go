@@ -22,7 +22,8 @@ const keysUsage = `usage: keygate keys <command> [flags]
 
 commands:
   create --name NAME --owner ID [--scopes a,b] [--expires-in 90d] [--kind product|user]
-         [--models m1,m2] [--plan NAME] [--deliver vault:MOUNT/PATH#FIELD] [--json]
+         [--models m1,m2] [--plan NAME] [--bind-cert SPIFFE_ID|sha256:FP]
+         [--deliver vault:MOUNT/PATH#FIELD] [--json]
             issue a key; it is printed once (or only delivered) and never again
   list   [--unused-for 30d] [--json]
             every key with its status and last use (never the key itself)
@@ -204,6 +205,7 @@ func keysCreate(ctx context.Context, c *keysCommand, args []string) error {
 	kind := c.fs.String("kind", "product", "product, or user (the owner's one permanent key)")
 	models := c.fs.String("models", "", "comma-separated model allow-list for model routes (\"gpt-4o,mx4-atlas-*\"); empty: any")
 	plan := c.fs.String("plan", "", "rate-limit plan from the config; empty: the default plan")
+	bindCert := c.fs.String("bind-cert", "", "bind the key to a client certificate: its SPIFFE ID or sha256:<fingerprint>")
 	deliver := c.fs.String("deliver", "", "write the key into vault:MOUNT/PATH#FIELD instead of printing it")
 	if _, err := c.parse(args, false); err != nil {
 		return err
@@ -217,7 +219,7 @@ func keysCreate(ctx context.Context, c *keysCommand, args []string) error {
 	}
 	now := time.Now()
 	spec := authz.KeySpec{Name: *name, Owner: *owner, Scopes: splitScopes(*scopes), Kind: authz.Kind(*kind),
-		Models: splitScopes(*models), Plan: *plan}
+		Models: splitScopes(*models), Plan: *plan, BoundCert: *bindCert}
 	if *expiresIn != "" {
 		d, err := duration.Parse(*expiresIn)
 		if err != nil {
