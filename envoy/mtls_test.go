@@ -50,7 +50,7 @@ func TestClientCertificatesOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	engine, err := authz.New(authz.Config{Format: f, Lookup: ks.store, Profile: authz.ProfileMagicx,
-		Policy: authz.Policy{Routes: []authz.Route{{Name: "secret", Prefix: "/secret/", RequireClientCert: true}}},
+		Policy:        authz.Policy{Routes: []authz.Route{{Name: "secret", Prefix: "/secret/", RequireClientCert: true}}},
 		IdentityRules: []authz.IdentityRule{{Name: "billing", SPIFFE: "spiffe://example.org/ns/*/sa/billing", Scopes: []string{"ledger:write"}}}})
 	if err != nil {
 		t.Fatal(err)
