@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"flag"
 	"fmt"
 	"github.com/redis/go-redis/v9"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/internal/duration"
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/vaultstore"
@@ -52,7 +54,14 @@ type config struct {
 		} `json:"auth"`
 		TLS vaultTLS `json:"tls"`
 	} `json:"vault"`
-	Policy  authz.Policy `json:"policy"`
+	Policy      authz.Policy `json:"policy"`
+	ClientCerts struct {
+		CAFile             string               `json:"ca_file"`              // CA bundle; "": client certificates are ignored
+		CRLFile            string               `json:"crl_file"`             // optional CRL, signed by one of those CAs
+		Require            bool                 `json:"require"`              // every request needs a verified certificate
+		TrustForwardedFrom []string             `json:"trust_forwarded_from"` // front proxies whose XFCC / Client-Cert header counts
+		IdentityRules      []authz.IdentityRule `json:"identity_rules"`       // certificates that need no key
+	} `json:"client_certs"`
 	Metrics struct {
 		PerKey bool `json:"per_key"` // a series per key id (label cardinality): off by default
 	} `json:"metrics"`
@@ -278,6 +287,32 @@ func (cfg *config) limiter() (*ratelimit.Limiter, bool, io.Closer, error) {
 	}
 	l, err := ratelimit.New(backend, rl.Plans, rl.DefaultPlan)
 	return l, rl.Redis.OnFailure == "open", closer, err
+}
+
+// clientCerts returns the client certificate verifier, nil when no CA is configured.
+func (cfg *config) clientCerts() (*certs.Verifier, error) {
+	cc := cfg.ClientCerts
+	if cc.CAFile == "" {
+		if cc.Require || len(cc.IdentityRules) > 0 || len(cc.TrustForwardedFrom) > 0 || cc.CRLFile != "" {
+			return nil, errors.New("client_certs: require, identity_rules, trust_forwarded_from and crl_file need ca_file")
+		}
+		return nil, nil
+	}
+	ca, err := os.ReadFile(cc.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("client_certs.ca_file: %w", err)
+	}
+	var crl []byte
+	if cc.CRLFile != "" {
+		if crl, err = os.ReadFile(cc.CRLFile); err != nil {
+			return nil, fmt.Errorf("client_certs.crl_file: %w", err)
+		}
+	}
+	v, err := certs.NewVerifier(ca, crl, nil)
+	if err != nil {
+		return nil, fmt.Errorf("client_certs: %w", err)
+	}
+	return v, nil
 }
 
 func (cfg *config) logLevel() (slog.Level, error) {

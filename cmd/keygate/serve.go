@@ -74,7 +74,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	}
 	// Telemetry first: the store, cache and servers take their instruments from it.
 	var certFiles []string
-	for _, f := range []string{cfg.Vault.TLS.CACert, cfg.Vault.TLS.ClientCert} {
+	for _, f := range []string{cfg.Vault.TLS.CACert, cfg.Vault.TLS.ClientCert, cfg.ClientCerts.CAFile} {
 		if f != "" {
 			certFiles = append(certFiles, f)
 		}
@@ -110,7 +110,12 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	engine, err := authz.New(authz.Config{Format: format, Lookup: cache, Profile: p, Realm: cfg.Realm, Policy: cfg.Policy})
+	verifier, err := cfg.clientCerts()
+	if err != nil {
+		return err
+	}
+	engine, err := authz.New(authz.Config{Format: format, Lookup: cache, Profile: p, Realm: cfg.Realm, Policy: cfg.Policy,
+		RequireClientCert: cfg.ClientCerts.Require, IdentityRules: cfg.ClientCerts.IdentityRules})
 	if err != nil {
 		return err
 	}
@@ -132,7 +137,8 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 
 	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler()))
 	opts := envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage,
-		LimiterFailOpen: failOpen, PerKeyMetrics: cfg.Metrics.PerKey}
+		LimiterFailOpen: failOpen, PerKeyMetrics: cfg.Metrics.PerKey,
+		ClientCerts: verifier, TrustForwardedFrom: cfg.ClientCerts.TrustForwardedFrom}
 	if limiter != nil {
 		opts.Limits = limiter // an untyped nil, not a nil *Limiter, when there is none
 	}
