@@ -4,6 +4,7 @@
 //	keygate serve [flags]            run the ext_authz gRPC server
 //	keygate keys create|list|show|revoke
 //	keygate check [flags]            send one Check to a running server, as Envoy would
+//	keygate certs init-ca|issue|inspect|revoke
 //	keygate version
 package main
 
@@ -45,6 +46,7 @@ commands:
   serve     run the ext_authz gRPC server (and the health endpoint)
   keys      create, list, show and revoke API keys
   check     send one authorization check to a running keygate, as Envoy would
+  certs     a private PKI: init-ca, issue, inspect, revoke (CRL)
   version   print the version
 
 Run "keygate <command> -h" for a command's flags.
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "check":
 		return runCheck(ctx, args[1:], stdout, stderr)
+	case "certs":
+		return runCerts(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "keygate", version)
 		return nil
