@@ -1,0 +1,216 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TLS profiles for keygate's listeners.
+const (
+	// ProfileDefault: TLS 1.2 and 1.3, ECDHE with AEAD suites only.
+	ProfileDefault = "default"
+	// ProfileCNSA: TLS 1.3 only, P-384 key exchange, and only TLS_AES_256_GCM_SHA384.
+	// Go's crypto/tls cannot be told which TLS 1.3 suites to offer, so the handshake is
+	// refused (in VerifyConnection) when any other suite was negotiated: CNSA clients
+	// offer only AES-256-GCM and pass; others fail rather than downgrade.
+	ProfileCNSA = "cnsa"
+)
+
+// ReloaderConfig names the files a Reloader watches.
+type ReloaderConfig struct {
+	CertFile, KeyFile string // the server certificate (chain) and key
+	ClientCAFile      string // CA bundle for client certificates; "": no client certificates
+	CRLFile           string // optional CRL for client certificates
+	Profile           string // ProfileDefault ("" too) or ProfileCNSA
+	// RequireClientCert refuses connections without a client certificate that verifies.
+	RequireClientCert bool
+}
+
+// Reloader serves TLS with certificates read from files and reloaded when they change
+// or Reload is called (SIGHUP). A reload that fails keeps the old state and reports the
+// error: a broken file never takes a listener down. Handshakes in flight keep the state
+// they started with; existing connections are not touched.
+type Reloader struct {
+	cfg      ReloaderConfig
+	cert     atomic.Pointer[tls.Certificate]
+	verifier atomic.Pointer[Verifier]
+	mu       sync.Mutex // serialises reloads
+	stamp    []byte     // the files' contents at the last successful load
+	failures atomic.Int64
+	reloads  atomic.Int64
+}
+
+// NewReloader loads the files once; that first load must succeed.
+func NewReloader(cfg ReloaderConfig) (*Reloader, error) {
+	if cfg.Profile == "" {
+		cfg.Profile = ProfileDefault
+	}
+	if cfg.Profile != ProfileDefault && cfg.Profile != ProfileCNSA {
+		return nil, fmt.Errorf("certs: unknown TLS profile %q (want default or cnsa)", cfg.Profile)
+	}
+	if cfg.RequireClientCert && cfg.ClientCAFile == "" {
+		return nil, errors.New("certs: requiring client certificates needs a client CA file")
+	}
+	r := &Reloader{cfg: cfg}
+	if err := r.Reload(); err != nil {
+		return nil, err
+	}
+	r.reloads.Store(0)
+	return r, nil
+}
+
+// Reload reads every file again; on any error nothing changes.
+func (r *Reloader) Reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	files := map[string][]byte{}
+	for _, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile, r.cfg.CRLFile} {
+		if f == "" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			r.failures.Add(1)
+			return fmt.Errorf("certs: reload: %w", err)
+		}
+		files[f] = b
+	}
+	cert, err := tls.X509KeyPair(files[r.cfg.CertFile], files[r.cfg.KeyFile])
+	if err != nil {
+		r.failures.Add(1)
+		return fmt.Errorf("certs: reload %s: %w", r.cfg.CertFile, err)
+	}
+	if k, ok := cert.Leaf.PublicKey.(*ecdsa.PublicKey); r.cfg.Profile == ProfileCNSA && (!ok || k.Curve != elliptic.P384()) {
+		r.failures.Add(1)
+		return fmt.Errorf("certs: reload %s: the cnsa profile needs a P-384 certificate", r.cfg.CertFile)
+	}
+	var v *Verifier
+	if r.cfg.ClientCAFile != "" {
+		if v, err = NewVerifier(files[r.cfg.ClientCAFile], files[r.cfg.CRLFile], nil); err != nil {
+			r.failures.Add(1)
+			return fmt.Errorf("certs: reload %s: %w", r.cfg.ClientCAFile, err)
+		}
+	}
+	r.cert.Store(&cert)
+	r.verifier.Store(v)
+	r.stamp = stampOf(files)
+	r.reloads.Add(1)
+	return nil
+}
+
+func stampOf(files map[string][]byte) []byte {
+	var b bytes.Buffer
+	for _, v := range files {
+		b.Write(v)
+	}
+	return b.Bytes()
+}
+
+// changed reports whether any file differs from the last successful load.
+func (r *Reloader) changed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	files := map[string][]byte{}
+	for _, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile, r.cfg.CRLFile} {
+		if f == "" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return true // let Reload report it
+		}
+		files[f] = b
+	}
+	return !bytes.Equal(stampOf(files), r.stamp)
+}
+
+// Watch checks the files every interval and reloads them when they change, until ctx
+// ends. onError is told of failed reloads (the old state stays).
+func (r *Reloader) Watch(ctx context.Context, every time.Duration, onError func(error)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !r.changed() {
+			continue
+		}
+		if err := r.Reload(); err != nil {
+			if err.Error() != lastErr && onError != nil {
+				onError(err)
+			}
+			lastErr = err.Error()
+			continue
+		}
+		lastErr = ""
+	}
+}
+
+// Stats returns how many reloads succeeded and failed since the first load.
+func (r *Reloader) Stats() (reloads, failures int64) { return r.reloads.Load(), r.failures.Load() }
+
+// Verifier returns the current client certificate verifier; nil without a client CA.
+func (r *Reloader) Verifier() *Verifier { return r.verifier.Load() }
+
+// Certificate returns the current server certificate.
+func (r *Reloader) Certificate() *tls.Certificate { return r.cert.Load() }
+
+// TLSConfig returns a server configuration with the profile's settings, the current
+// certificate, and client certificates checked in VerifyConnection (so resumed
+// sessions are checked too) against the current CA bundle and CRL.
+func (r *Reloader) TLSConfig(nextProtos ...string) *tls.Config {
+	c := &tls.Config{
+		GetCertificate:   func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.cert.Load(), nil },
+		NextProtos:       nextProtos,
+		MinVersion:       tls.VersionTLS12,
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384},
+		CipherSuites: []uint16{ // TLS 1.2; TLS 1.3's suites are all AEAD
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+	}
+	cnsa := r.cfg.Profile == ProfileCNSA
+	if cnsa {
+		c.MinVersion = tls.VersionTLS13
+		c.CurvePreferences = []tls.CurveID{tls.CurveP384}
+		c.CipherSuites = nil
+	}
+	switch {
+	case r.cfg.RequireClientCert:
+		c.ClientAuth = tls.RequireAnyClientCert
+	case r.cfg.ClientCAFile != "":
+		c.ClientAuth = tls.RequestClientCert
+	}
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cnsa && cs.CipherSuite != tls.TLS_AES_256_GCM_SHA384 {
+			return fmt.Errorf("cnsa profile: cipher suite %s refused", tls.CipherSuiteName(cs.CipherSuite))
+		}
+		if len(cs.PeerCertificates) == 0 {
+			if r.cfg.RequireClientCert {
+				return errors.New("a client certificate is required")
+			}
+			return nil
+		}
+		v := r.verifier.Load()
+		if v == nil {
+			return errors.New("client certificates are not accepted here")
+		}
+		_, err := v.VerifyCert(cs.PeerCertificates[0])
+		return err
+	}
+	return c
+}
