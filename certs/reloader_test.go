@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -192,7 +193,11 @@ func TestCNSAProfile(t *testing.T) {
 	sClient := func(extra ...string) (string, error) {
 		args := append([]string{"s_client", "-connect", "127.0.0.1:" + port, "-CAfile", p.caFile, "-cert", cf, "-key", kf, "-brief"}, extra...)
 		cmd := exec.Command("openssl", args...)
-		cmd.Stdin = strings.NewReader("")
+		// Input that ends only after a moment: in TLS 1.3 the server's verdict arrives
+		// after the client's handshake, and s_client must still be reading.
+		pr, pw := io.Pipe()
+		go func() { time.Sleep(500 * time.Millisecond); pw.Close() }()
+		cmd.Stdin = pr
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
