@@ -56,6 +56,9 @@ type Config struct {
 	// 0 means 30 days.
 	DefaultGrace time.Duration
 	Now          func() time.Time // nil: time.Now
+	// PeerOf returns the caller's verified client certificate (the listener's mTLS), so
+	// that identity rules can admit an admin client certificate; nil: none.
+	PeerOf func(*http.Request) authz.Peer
 }
 
 type api struct {
@@ -112,11 +115,15 @@ type errorDetail struct {
 // route authenticates the caller, runs h, writes its reply and audits the call.
 func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d, err := a.Engine.Check(r.Context(), &authz.Request{
+		req := authz.Request{
 			Authorization: joined(r.Header, "Authorization"),
 			APIKey:        joined(r.Header, "X-API-Key"),
 			RequestID:     r.Header.Get("X-Request-Id"),
-		})
+		}
+		if a.PeerOf != nil {
+			req.Peer = a.PeerOf(r)
+		}
+		d, err := a.Engine.Check(r.Context(), &req)
 		ev := audit.Event{Event: audit.AdminCall, Source: r.RemoteAddr, RequestID: d.RequestID,
 			Details: map[string]any{"method": r.Method, "path": r.URL.Path}}
 		w.Header().Set("X-Request-Id", d.RequestID)

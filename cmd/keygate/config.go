@@ -39,7 +39,14 @@ type config struct {
 	UsageFlush      configDuration `json:"usage_flush"`      // last-used times are written this often
 	ShutdownDelay   configDuration `json:"shutdown_delay"`   // on stop, keep serving this long while NOT_SERVING
 	ShutdownGrace   configDuration `json:"shutdown_grace"`   // then in-flight checks get this long
-	Vault           struct {
+	TLS             struct {
+		GRPC  *listenerTLS `json:"grpc"`  // the ext_authz listener (ALPN h2)
+		HTTP  *listenerTLS `json:"http"`  // health, metrics
+		Admin *listenerTLS `json:"admin"` // the admin API
+		// ReloadInterval is how often the files are checked for changes (SIGHUP reloads at once).
+		ReloadInterval configDuration `json:"reload_interval"`
+	} `json:"tls"`
+	Vault struct {
 		Address       string         `json:"address"`        // default $VAULT_ADDR
 		TokenFile     string         `json:"token_file"`     // default $VAULT_TOKEN
 		Mount         string         `json:"mount"`          // KV v2 mount
@@ -100,6 +107,7 @@ func defaultConfig() config {
 	c.AdminAddr = "127.0.0.1:9003"
 	c.RotationGrace = configDuration(30 * 24 * time.Hour)
 	c.UsageFlush = configDuration(time.Minute)
+	c.TLS.ReloadInterval = configDuration(2 * time.Second)
 	c.ShutdownGrace = configDuration(10 * time.Second)
 	c.Vault.Mount = "secret"
 	c.Vault.Path = "keygate"
@@ -117,6 +125,21 @@ func defaultConfig() config {
 	c.Cache.MissBurst = 200
 	c.Cache.PollInterval = configDuration(500 * time.Millisecond)
 	return c
+}
+
+// listenerTLS serves one listener over TLS.
+type listenerTLS struct {
+	CertFile          string `json:"cert_file"`
+	KeyFile           string `json:"key_file"`
+	ClientCAFile      string `json:"client_ca_file"`      // client certificates must chain to it
+	CRLFile           string `json:"crl_file"`            // optional CRL for them
+	Profile           string `json:"profile"`             // default or cnsa
+	RequireClientCert bool   `json:"require_client_cert"` // mTLS
+}
+
+func (l *listenerTLS) reloader() (*certs.Reloader, error) {
+	return certs.NewReloader(certs.ReloaderConfig{CertFile: l.CertFile, KeyFile: l.KeyFile, ClientCAFile: l.ClientCAFile,
+		CRLFile: l.CRLFile, Profile: l.Profile, RequireClientCert: l.RequireClientCert})
 }
 
 // vaultTLS is how keygate connects to a Vault served over TLS.

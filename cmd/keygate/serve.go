@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"expvar"
 	"flag"
@@ -10,19 +11,24 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/vaultstore"
 )
@@ -77,6 +83,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	for _, f := range []string{cfg.Vault.TLS.CACert, cfg.Vault.TLS.ClientCert, cfg.ClientCerts.CAFile} {
 		if f != "" {
 			certFiles = append(certFiles, f)
+		}
+	}
+	for _, l := range []*listenerTLS{cfg.TLS.GRPC, cfg.TLS.HTTP, cfg.TLS.Admin} {
+		if l != nil {
+			certFiles = append(certFiles, l.CertFile, l.ClientCAFile)
 		}
 	}
 	tel, err := setupTelemetry(ctx, certFiles)
@@ -135,7 +146,15 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	}
 	usage := store.NewUsage()
 
-	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	reloaders, err := cfg.listenerReloaders()
+	if err != nil {
+		return err
+	}
+	grpcOpts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
+	if r := reloaders["grpc"]; r != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(r.TLSConfig("h2"))))
+	}
+	g := grpc.NewServer(grpcOpts...)
 	opts := envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage,
 		LimiterFailOpen: failOpen, PerKeyMetrics: cfg.Metrics.PerKey,
 		ClientCerts: verifier, TrustForwardedFrom: cfg.ClientCerts.TrustForwardedFrom}
@@ -154,6 +173,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	background.Go(func() { cache.Run(runCtx) })
 	background.Go(func() { usage.Run(runCtx, time.Duration(cfg.UsageFlush)) })
 	background.Go(func() { watchReadiness(runCtx, cache, &draining, hs, time.Duration(cfg.Cache.PollInterval), log) })
+	background.Go(func() { watchTLS(runCtx, reloaders, time.Duration(cfg.TLS.ReloadInterval), log) })
 
 	glis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -166,10 +186,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	for _, l := range []struct {
 		name, addr string
 		handler    http.Handler
+		tls        *certs.Reloader
 	}{
-		{"health", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics)},
+		{"health", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics), reloaders["http"]},
 		{"admin API", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog,
-			DefaultGrace: time.Duration(cfg.RotationGrace)})},
+			DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(reloaders["admin"])}), reloaders["admin"]},
 	} {
 		if l.addr == "" {
 			continue
@@ -179,7 +200,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 			g.Stop()
 			return fmt.Errorf("%s listener: %w", l.name, err)
 		}
-		srv := &http.Server{Handler: l.handler, ReadHeaderTimeout: 5 * time.Second}
+		if l.tls != nil {
+			lis = tls.NewListener(lis, l.tls.TLSConfig("h2", "http/1.1"))
+		}
+		srv := &http.Server{Handler: l.handler, ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)} // TLS handshake failures and the like
 		httpServers = append(httpServers, srv)
 		go func() { errc <- srv.Serve(lis) }()
 		log.Info("serving "+l.name, slog.String("addr", lis.Addr().String()))
@@ -233,6 +258,75 @@ func expvarHandler(vars *expvar.Map) http.Handler {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		fmt.Fprintf(w, "{\"memstats\": %s, \"keygate\": %s}\n", mem, vars.String())
 	})
+}
+
+// listenerReloaders loads the TLS files of each listener that has them.
+func (cfg *config) listenerReloaders() (map[string]*certs.Reloader, error) {
+	out := map[string]*certs.Reloader{}
+	for name, l := range map[string]*listenerTLS{"grpc": cfg.TLS.GRPC, "http": cfg.TLS.HTTP, "admin": cfg.TLS.Admin} {
+		if l == nil {
+			continue
+		}
+		r, err := l.reloader()
+		if err != nil {
+			return nil, fmt.Errorf("tls.%s: %w", name, err)
+		}
+		out[name] = r
+	}
+	return out, nil
+}
+
+// watchTLS reloads the listeners' certificates when their files change, and at once on
+// SIGHUP, until ctx ends. A failed reload keeps the old certificates and is logged.
+func watchTLS(ctx context.Context, reloaders map[string]*certs.Reloader, every time.Duration, log *slog.Logger) {
+	if len(reloaders) == 0 {
+		return
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for name, r := range reloaders {
+		go r.Watch(ctx, every, func(err error) {
+			log.Error("tls reload failed; keeping the old certificates", slog.String("listener", name), slog.String("error", err.Error()))
+		})
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			for name, r := range reloaders {
+				if err := r.Reload(); err != nil {
+					log.Error("tls reload failed; keeping the old certificates", slog.String("listener", name), slog.String("error", err.Error()))
+				} else {
+					log.Info("tls reloaded", slog.String("listener", name))
+				}
+			}
+		}
+	}
+}
+
+// peerOf returns how the admin API learns a caller's verified client certificate: from
+// the connection's TLS state, checked again with the listener's current CA and CRL.
+func peerOf(r *certs.Reloader) func(*http.Request) authz.Peer {
+	if r == nil {
+		return nil
+	}
+	return func(req *http.Request) authz.Peer {
+		if req.TLS == nil || len(req.TLS.PeerCertificates) == 0 {
+			return authz.Peer{}
+		}
+		v := r.Verifier()
+		if v == nil {
+			return authz.Peer{Presented: true}
+		}
+		id, err := v.VerifyCert(req.TLS.PeerCertificates[0])
+		if err != nil {
+			return authz.Peer{Presented: true}
+		}
+		return authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
+			OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
+	}
 }
 
 // ready reports whether keygate can decide: not shutting down, and Vault answered
