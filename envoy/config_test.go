@@ -13,6 +13,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -163,6 +164,21 @@ func checkExtAuthz(t *testing.T, b *bootstrapv3.Bootstrap) {
 					}
 					if _, ok := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; !ok {
 						t.Errorf("cluster %q has no HTTP/2 protocol options; gRPC needs HTTP/2", c.GetName())
+					}
+					// Over TLS, Envoy must present a certificate (keygate may require one)
+					// and offer h2.
+					if ts := c.GetTransportSocket(); ts != nil {
+						var up tlsv3.UpstreamTlsContext
+						if err := ts.GetTypedConfig().UnmarshalTo(&up); err != nil {
+							t.Fatalf("keygate cluster transport socket: %v", err)
+						}
+						cc := up.GetCommonTlsContext()
+						if len(cc.GetTlsCertificates()) == 0 || cc.GetValidationContext().GetTrustedCa() == nil {
+							t.Error("the keygate cluster's TLS has no client certificate or no trusted CA")
+						}
+						if len(cc.GetAlpnProtocols()) == 0 || cc.GetAlpnProtocols()[0] != "h2" {
+							t.Errorf("ALPN %v, want h2 for gRPC", cc.GetAlpnProtocols())
+						}
 					}
 				}
 			}
