@@ -55,7 +55,7 @@ func TestClientCertificatesOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := serve(t, newServer(t, engine, Options{ClientCerts: verifier, TrustForwardedFrom: []string{"spiffe://example.org/ns/edge/sa/front-proxy"}}))
+	client := serve(t, newServer(t, engine, Options{ClientCerts: func() *certs.Verifier { return verifier }, TrustForwardedFrom: []string{"spiffe://example.org/ns/edge/sa/front-proxy"}}))
 
 	xfcc := func(leaf *certtest.Leaf) string {
 		return `By=spiffe://example.org/ns/edge/sa/front-proxy;Hash=x;Subject="CN=` + leaf.Cert.Subject.CommonName + `,O=Example\, Inc.";Cert="` + envoyEscape(leaf.CertPEM) + `"`

@@ -74,21 +74,25 @@ func (s *Server) peer(escapedPEM string, fwd forwarded) authz.Peer {
 // and verifying it. A certificate that cannot be decoded or verified is a presented,
 // unverified peer.
 func (s *Server) verified(sent string, decode func() ([]byte, error)) authz.Peer {
+	verifier := s.verifier()
+	if verifier == nil {
+		return authz.Peer{Presented: true}
+	}
 	k := sha256.Sum256([]byte(sent))
-	if v, ok := s.peers.Get(k); ok && time.Now().Before(v.notAfter) {
+	if v, ok := s.peers.Get(k); ok && v.by == verifier && time.Now().Before(v.notAfter) {
 		return v.peer
 	}
 	der, err := decode()
 	if err != nil {
 		return authz.Peer{Presented: true}
 	}
-	id, err := s.verifier.Verify(der)
+	id, err := verifier.Verify(der)
 	if err != nil {
 		return authz.Peer{Presented: true}
 	}
 	p := authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
 		OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
-	s.peers.Add(k, verifiedPeer{peer: p, notAfter: id.NotAfter})
+	s.peers.Add(k, verifiedPeer{peer: p, notAfter: id.NotAfter, by: verifier})
 	return p
 }
 
@@ -121,9 +125,10 @@ type Options struct {
 	// PerKeyMetrics adds a keygate.key.checks series per key id: off by default, as it
 	// makes one series per key.
 	PerKeyMetrics bool
-	// ClientCerts verifies the client certificate Envoy forwards in
-	// attributes.source.certificate (include_peer_certificate); nil: ignored.
-	ClientCerts *certs.Verifier
+	// ClientCerts returns the verifier for the client certificate Envoy forwards in
+	// attributes.source.certificate (include_peer_certificate): a function, so that a
+	// reloaded CA bundle or CRL applies at once. nil: certificates are ignored.
+	ClientCerts func() *certs.Verifier
 	// TrustForwardedFrom lists the front proxies, by SPIFFE ID pattern or sha256:
 	// fingerprint of their own verified certificate, whose x-forwarded-client-cert (or
 	// RFC 9440 Client-Cert) header names the real client. Empty: those headers are
@@ -152,15 +157,17 @@ type Server struct {
 	limits   RateLimiter
 	failOpen bool
 	metrics  *metrics
-	verifier *certs.Verifier
+	verifier func() *certs.Verifier
 	trusted  []string
 	peers    *lru.Cache[[32]byte, verifiedPeer] // by SHA-256 of the certificate as sent
 }
 
-// verifiedPeer is a cached verification: the peer, valid until notAfter.
+// verifiedPeer is a cached verification: the peer, valid until notAfter, by the
+// verifier that checked it (a reloaded CA bundle or CRL makes a new one).
 type verifiedPeer struct {
 	peer     authz.Peer
 	notAfter time.Time
+	by       *certs.Verifier
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)

@@ -39,7 +39,13 @@ type config struct {
 	UsageFlush      configDuration `json:"usage_flush"`      // last-used times are written this often
 	ShutdownDelay   configDuration `json:"shutdown_delay"`   // on stop, keep serving this long while NOT_SERVING
 	ShutdownGrace   configDuration `json:"shutdown_grace"`   // then in-flight checks get this long
-	TLS             struct {
+	Terminate       struct {
+		Addr     string       `json:"addr"`     // the mTLS terminator's listener; "" disables
+		Upstream string       `json:"upstream"` // where allowed requests go
+		TLS      *listenerTLS `json:"tls"`      // client certificates are always required
+		MaxBody  int64        `json:"max_body"` // bytes of body the check sees (model routes)
+	} `json:"terminate"`
+	TLS struct {
 		GRPC  *listenerTLS `json:"grpc"`  // the ext_authz listener (ALPN h2)
 		HTTP  *listenerTLS `json:"http"`  // health, metrics
 		Admin *listenerTLS `json:"admin"` // the admin API

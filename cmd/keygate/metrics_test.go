@@ -68,6 +68,7 @@ func sum(samples map[string]float64, name string, labels ...string) (float64, bo
 func TestMetricsAfterAScriptedRun(t *testing.T) {
 	base := useVault(t)
 	ca := certtest.NewCA(t, "vault-ca")
+	site := newSitePKI(t) // the admin listener runs TLS, so certificate reloads are counted
 	cfg := writeConfig(t, fmt.Sprintf(`vault:
   path: %s
   tls: {ca_cert: %s}
@@ -75,9 +76,11 @@ rate_limits:
   default_plan: tiny
   plans:
     tiny: {per_minute: 60, burst: 2}
-`, base, ca.CertFile))
+tls:
+  admin: {cert_file: %s, key_file: %s}
+`, base, ca.CertFile, site.serverCert, site.serverKey))
 	k := createKey(t, vault(t), base)
-	grpcAddr, httpAddr, _ := startServe(t, "--config", cfg)
+	grpcAddr, httpAddr, _ := startServe(t, "--config", cfg, "--admin-addr", freeAddr(t))
 	check := func(headers ...string) {
 		args := []string{"check", "--addr", grpcAddr}
 		for _, h := range headers {
@@ -116,6 +119,7 @@ rate_limits:
 		{"keygate_ratelimit_rejections_total", nil, eq(1), "1 rejection"},
 		{"keygate_certificate_expiry_seconds", []string{`subject="vault-ca"`}, between(23*3600, 24*3600), "the CA's day of life"},
 		{"keygate_build_info", []string{`version="dev"`}, eq(1), "build info"},
+		{"keygate_tls_reload_failures_total", []string{`listener="admin"`}, eq(0), "no failed reloads"},
 	}
 	for _, w := range want {
 		v, found := sum(m, w.name, w.labels...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"expvar"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -29,6 +31,7 @@ import (
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/certs"
+	"github.com/keygate/keygate/certs/terminator"
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/vaultstore"
 )
@@ -41,6 +44,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	grpcAddr := fs.String("grpc-addr", "", "ext_authz gRPC listen address (default from config: 127.0.0.1:9001)")
 	httpAddr := fs.String("http-addr", "", "health listen address (default from config: 127.0.0.1:9002)")
 	adminAddr := fs.String("admin-addr", "", "admin API listen address (default from config: 127.0.0.1:9003)")
+	terminate := fs.String("terminate", "", "run the mTLS terminator on this address (needs terminate.tls in the config)")
+	upstream := fs.String("upstream", "", "the terminator's upstream URL")
 	auditLog := fs.String("audit-log", "", "audit log: a file, or stdout (default from config: none)")
 	profile := fs.String("deny-profile", "", "deny body profile: magicx, apikey, mythiq or openai (default from config: magicx)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default from config: info)")
@@ -61,6 +66,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"log-level":    {logLevel, &cfg.LogLevel},
 		"admin-addr":   {adminAddr, &cfg.AdminAddr},
 		"audit-log":    {auditLog, &cfg.AuditLog},
+		"terminate":    {terminate, &cfg.Terminate.Addr},
+		"upstream":     {upstream, &cfg.Terminate.Upstream},
 	})
 	level, err := cfg.logLevel()
 	if err != nil {
@@ -85,7 +92,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 			certFiles = append(certFiles, f)
 		}
 	}
-	for _, l := range []*listenerTLS{cfg.TLS.GRPC, cfg.TLS.HTTP, cfg.TLS.Admin} {
+	for _, l := range []*listenerTLS{cfg.TLS.GRPC, cfg.TLS.HTTP, cfg.TLS.Admin, cfg.Terminate.TLS} {
 		if l != nil {
 			certFiles = append(certFiles, l.CertFile, l.ClientCAFile)
 		}
@@ -150,14 +157,23 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
+	if err := registerTLSMetrics(reloaders); err != nil {
+		return err
+	}
 	grpcOpts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
 	if r := reloaders["grpc"]; r != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(r.TLSConfig("h2"))))
 	}
 	g := grpc.NewServer(grpcOpts...)
 	opts := envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage,
-		LimiterFailOpen: failOpen, PerKeyMetrics: cfg.Metrics.PerKey,
-		ClientCerts: verifier, TrustForwardedFrom: cfg.ClientCerts.TrustForwardedFrom}
+		LimiterFailOpen: failOpen, PerKeyMetrics: cfg.Metrics.PerKey, TrustForwardedFrom: cfg.ClientCerts.TrustForwardedFrom}
+	switch {
+	case verifier != nil:
+		opts.ClientCerts = func() *certs.Verifier { return verifier }
+	case reloaders["terminate"] != nil:
+		// Without client_certs, the terminator's own CA bundle and CRL verify.
+		opts.ClientCerts = reloaders["terminate"].Verifier
+	}
 	if limiter != nil {
 		opts.Limits = limiter // an untyped nil, not a nil *Limiter, when there is none
 	}
@@ -183,11 +199,20 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	go func() { errc <- g.Serve(glis) }()
 
 	var httpServers []*http.Server
+	var term http.Handler
+	if cfg.Terminate.Addr != "" {
+		up, err := url.Parse(cfg.Terminate.Upstream)
+		if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
+			return fmt.Errorf("terminate.upstream %q: want an http:// or https:// URL", cfg.Terminate.Upstream)
+		}
+		term = terminator.New(terminator.Config{Upstream: up, Checker: authzServer, MaxBody: cfg.Terminate.MaxBody, Logger: log})
+	}
 	for _, l := range []struct {
 		name, addr string
 		handler    http.Handler
 		tls        *certs.Reloader
 	}{
+		{"mTLS terminator", cfg.Terminate.Addr, term, reloaders["terminate"]},
 		{"health", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics), reloaders["http"]},
 		{"admin API", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog,
 			DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(reloaders["admin"])}), reloaders["admin"]},
@@ -263,11 +288,26 @@ func expvarHandler(vars *expvar.Map) http.Handler {
 // listenerReloaders loads the TLS files of each listener that has them.
 func (cfg *config) listenerReloaders() (map[string]*certs.Reloader, error) {
 	out := map[string]*certs.Reloader{}
-	for name, l := range map[string]*listenerTLS{"grpc": cfg.TLS.GRPC, "http": cfg.TLS.HTTP, "admin": cfg.TLS.Admin} {
-		if l == nil {
+	if cfg.Terminate.Addr != "" {
+		t := cfg.Terminate.TLS
+		if t == nil || t.ClientCAFile == "" {
+			return nil, errors.New("terminate: the terminator needs terminate.tls with a client_ca_file: it always requires client certificates")
+		}
+		t.RequireClientCert = true
+		r, err := t.reloader()
+		if err != nil {
+			return nil, fmt.Errorf("terminate.tls: %w", err)
+		}
+		out["terminate"] = r
+	}
+	for name, l := range map[string]struct {
+		tls  *listenerTLS
+		addr string
+	}{"grpc": {cfg.TLS.GRPC, cfg.GRPCAddr}, "http": {cfg.TLS.HTTP, cfg.HTTPAddr}, "admin": {cfg.TLS.Admin, cfg.AdminAddr}} {
+		if l.tls == nil || l.addr == "" {
 			continue
 		}
-		r, err := l.reloader()
+		r, err := l.tls.reloader()
 		if err != nil {
 			return nil, fmt.Errorf("tls.%s: %w", name, err)
 		}

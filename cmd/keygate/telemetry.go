@@ -24,6 +24,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+
+	"github.com/keygate/keygate/certs"
 )
 
 // telemetry is what setupTelemetry installed.
@@ -140,4 +142,31 @@ func certificates(path string) []*x509.Certificate {
 			out = append(out, c)
 		}
 	}
+}
+
+// registerTLSMetrics exports each listener's certificate reloads and failed reloads (a
+// failed reload keeps the old certificates).
+func registerTLSMetrics(reloaders map[string]*certs.Reloader) error {
+	if len(reloaders) == 0 {
+		return nil
+	}
+	m := otel.Meter("github.com/keygate/keygate/cmd/keygate")
+	ok, err := m.Int64ObservableCounter("keygate.tls.reloads", metric.WithDescription("Certificate reloads that took effect, by listener."))
+	if err != nil {
+		return err
+	}
+	failed, err := m.Int64ObservableCounter("keygate.tls.reload.failures", metric.WithDescription("Certificate reloads that failed and kept the old state, by listener."))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for name, r := range reloaders {
+			reloads, failures := r.Stats()
+			attrs := metric.WithAttributes(attribute.String("listener", name))
+			o.ObserveInt64(ok, reloads, attrs)
+			o.ObserveInt64(failed, failures, attrs)
+		}
+		return nil
+	}, ok, failed)
+	return err
 }

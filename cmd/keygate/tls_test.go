@@ -24,7 +24,7 @@ import (
 type sitePKI struct {
 	caFile, serverCert, serverKey string
 	caPEM                         []byte
-	client                        certs.Bundle
+	ca, client                    certs.Bundle
 }
 
 func newSitePKI(t *testing.T) *sitePKI {
@@ -38,7 +38,7 @@ func newSitePKI(t *testing.T) *sitePKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &sitePKI{caPEM: ca.CertPEM}
+	p := &sitePKI{caPEM: ca.CertPEM, ca: ca}
 	p.client, err = certs.Issue(ca, certs.IssueOptions{CommonName: "envoy", SPIFFEID: "spiffe://example.org/ns/edge/sa/envoy", TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
