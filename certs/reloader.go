@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,17 +74,10 @@ func NewReloader(cfg ReloaderConfig) (*Reloader, error) {
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	files := map[string][]byte{}
-	for _, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile, r.cfg.CRLFile} {
-		if f == "" {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			r.failures.Add(1)
-			return fmt.Errorf("certs: reload: %w", err)
-		}
-		files[f] = b
+	files, err := r.read()
+	if err != nil {
+		r.failures.Add(1)
+		return fmt.Errorf("certs: reload: %w", err)
 	}
 	cert, err := tls.X509KeyPair(files[r.cfg.CertFile], files[r.cfg.KeyFile])
 	if err != nil {
@@ -107,18 +102,19 @@ func (r *Reloader) Reload() error {
 	return nil
 }
 
+// stampOf is the files' contents in a fixed order, to compare loads.
 func stampOf(files map[string][]byte) []byte {
 	var b bytes.Buffer
-	for _, v := range files {
-		b.Write(v)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		b.WriteString(name)
+		b.WriteByte(0)
+		b.Write(files[name])
 	}
 	return b.Bytes()
 }
 
-// changed reports whether any file differs from the last successful load.
-func (r *Reloader) changed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// read returns the contents of every configured file.
+func (r *Reloader) read() (map[string][]byte, error) {
 	files := map[string][]byte{}
 	for _, f := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile, r.cfg.CRLFile} {
 		if f == "" {
@@ -126,11 +122,19 @@ func (r *Reloader) changed() bool {
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return true // let Reload report it
+			return nil, err
 		}
 		files[f] = b
 	}
-	return !bytes.Equal(stampOf(files), r.stamp)
+	return files, nil
+}
+
+// changed reports whether any file differs from the last successful load.
+func (r *Reloader) changed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	files, err := r.read()
+	return err != nil || !bytes.Equal(stampOf(files), r.stamp) // an error: let Reload report it
 }
 
 // Watch checks the files every interval and reloads them when they change, until ctx

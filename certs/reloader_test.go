@@ -220,3 +220,21 @@ func TestCNSAProfile(t *testing.T) {
 		t.Fatal("unknown profile accepted")
 	}
 }
+
+func TestWatchReloadsOnlyOnChange(t *testing.T) {
+	p := newPKI(t)
+	r, err := NewReloader(ReloaderConfig{CertFile: p.certFile, KeyFile: p.keyFile, ClientCAFile: p.caFile, CRLFile: p.crlFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if r.changed() {
+			t.Fatal("unchanged files read as changed")
+		}
+	}
+	crl, _ := CRL(p.ca, 5, nil, time.Hour)
+	p.write(t, "crl.pem", crl)
+	if !r.changed() {
+		t.Fatal("a new CRL went unnoticed")
+	}
+}
