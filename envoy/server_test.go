@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -17,7 +18,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/hashicorp/vault/api"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -546,5 +549,64 @@ func TestAuditAndUsage(t *testing.T) {
 		if strings.Contains(log.String(), k[len(prefix):len(prefix)+20]) {
 			t.Fatal("the audit log holds key material")
 		}
+	}
+}
+
+// BenchmarkGRPCCheck is Checks from concurrent callers over a real loopback gRPC
+// connection (client and server in one process, on the same 2 cores), with and without
+// OTel's gRPC instrumentation and the SDK meter provider serve installs.
+func BenchmarkGRPCCheck(b *testing.B) {
+	for _, instrumented := range []bool{false, true} {
+		b.Run(fmt.Sprintf("otelgrpc=%v", instrumented), func(b *testing.B) {
+			var opts []grpc.ServerOption
+			if instrumented {
+				prev := otel.GetMeterProvider()
+				otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())))
+				defer otel.SetMeterProvider(prev)
+				opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithMeterProvider(noopmetric.NewMeterProvider()))))
+			}
+			f, _ := authz.NewFormat(prefix)
+			key, rec, err := f.Issue(authz.KeySpec{Name: "bench", Owner: "acct_bench", Scopes: []string{"chat:completions"}}, time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			e, _ := authz.New(authz.Config{Format: f, Lookup: staticLookup{rec}})
+			s, err := NewServer(e, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			g := grpc.NewServer(opts...)
+			s.Register(g)
+			go func() { _ = g.Serve(lis) }()
+			defer g.Stop()
+			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			client := authv3.NewAuthorizationClient(conn)
+			raw, _ := os.ReadFile(filepath.Join("..", "testdata", "envoy", "check_request.json"))
+			var req authv3.CheckRequest
+			if err := protojson.Unmarshal(raw, &req); err != nil {
+				b.Fatal(err)
+			}
+			req.Attributes.Request.Http.Headers["authorization"] = "Bearer " + key
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism(16) // concurrent callers, as Envoy's connection carries many
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if resp, err := client.Check(ctx, &req); err != nil || resp.GetOkResponse() == nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -160,7 +161,14 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err := registerTLSMetrics(reloaders); err != nil {
 		return err
 	}
-	grpcOpts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler())}
+	var grpcOpts []grpc.ServerOption
+	if tel.tracing {
+		// A span per Check, continuing Envoy's trace. Only when traces are exported: the
+		// instrumentation costs about 10% of throughput (BENCHMARKS.md), and keygate's own
+		// metrics already count and time every check, so otelgrpc's are off.
+		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithMeterProvider(noopmetric.NewMeterProvider()))))
+	}
 	if r := reloaders["grpc"]; r != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(r.TLSConfig("h2"))))
 	}

@@ -31,6 +31,7 @@ import (
 // telemetry is what setupTelemetry installed.
 type telemetry struct {
 	metrics  http.Handler // the /metrics page
+	tracing  bool         // traces are exported (OTLP)
 	shutdown func(context.Context) error
 }
 
@@ -67,7 +68,8 @@ func setupTelemetry(ctx context.Context, certFiles []string) (*telemetry, error)
 	mp := sdkmetric.NewMeterProvider(mopts...)
 	otel.SetMeterProvider(mp)
 	shutdowns := []func(context.Context) error{mp.Shutdown}
-	if otlpWanted("TRACES") {
+	tracing := otlpWanted("TRACES")
+	if tracing {
 		exp, err := otlptracegrpc.New(ctx)
 		if err != nil {
 			return nil, err
@@ -85,6 +87,7 @@ func setupTelemetry(ctx context.Context, certFiles []string) (*telemetry, error)
 	}
 	return &telemetry{
 		metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		tracing: tracing,
 		shutdown: func(ctx context.Context) error {
 			var errs []error
 			for _, f := range shutdowns {
