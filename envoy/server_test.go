@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -556,13 +555,18 @@ func TestAuditAndUsage(t *testing.T) {
 // connection (client and server in one process, on the same 2 cores), with and without
 // OTel's gRPC instrumentation and the SDK meter provider serve installs.
 func BenchmarkGRPCCheck(b *testing.B) {
-	for _, instrumented := range []bool{false, true} {
-		b.Run(fmt.Sprintf("otelgrpc=%v", instrumented), func(b *testing.B) {
+	for _, tc := range []struct {
+		name              string
+		sdkMetrics, trace bool
+	}{{"plain", false, false}, {"sdk-metrics", true, false}, {"sdk-metrics+otelgrpc", true, true}} {
+		b.Run(tc.name, func(b *testing.B) {
 			var opts []grpc.ServerOption
-			if instrumented {
+			if tc.sdkMetrics {
 				prev := otel.GetMeterProvider()
 				otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())))
 				defer otel.SetMeterProvider(prev)
+			}
+			if tc.trace {
 				opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithMeterProvider(noopmetric.NewMeterProvider()))))
 			}
 			f, _ := authz.NewFormat(prefix)
