@@ -55,7 +55,16 @@ func TestClientCertificatesOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := serve(t, newServer(t, engine, Options{ClientCerts: func() *certs.Verifier { return verifier }, TrustForwardedFrom: []string{"spiffe://example.org/ns/edge/sa/front-proxy"}}))
+	usage := &usageLog{}
+	client := serve(t, newServer(t, engine, Options{ClientCerts: func() *certs.Verifier { return verifier },
+		TrustForwardedFrom: []string{"spiffe://example.org/ns/edge/sa/front-proxy"}, Usage: usage}))
+	t.Cleanup(func() {
+		for _, id := range usage.ids {
+			if !authz.ValidKeyID(id) {
+				t.Errorf("usage recorded for %q, which is not a key", id)
+			}
+		}
+	})
 
 	xfcc := func(leaf *certtest.Leaf) string {
 		return `By=spiffe://example.org/ns/edge/sa/front-proxy;Hash=x;Subject="CN=` + leaf.Cert.Subject.CommonName + `,O=Example\, Inc.";Cert="` + envoyEscape(leaf.CertPEM) + `"`

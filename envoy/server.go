@@ -254,7 +254,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Dec
 		}
 		return d, denied(&d, rl), nil
 	}
-	if s.usage != nil {
+	if s.usage != nil && d.Record.Kind != authz.KindCertificate { // certificates have no key record
 		s.usage.Seen(d.Record.ID, time.Now())
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
