@@ -95,6 +95,10 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok := resp.GetOkResponse()
+	if resp.GetStatus().GetCode() != 0 || ok == nil { // not an explicit allow: refuse
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
 	for _, h := range identityHeaders {
 		r.Header.Del(h)
 	}
