@@ -35,7 +35,7 @@ type Verifier struct {
 // empty, is a CRL (PEM or DER) signed by one of those CAs. now is the clock (nil:
 // time.Now).
 func NewVerifier(caPEM, crlPEM []byte, now func() time.Time) (*Verifier, error) {
-	cas := parseAll(caPEM)
+	cas := ParseCertificates(caPEM)
 	if len(cas) == 0 {
 		return nil, ErrNoCACerts
 	}
@@ -141,7 +141,9 @@ func firstCertificate(pemBytes []byte) ([]byte, error) {
 	}
 }
 
-func parseAll(pemBytes []byte) []*x509.Certificate {
+// ParseCertificates returns every certificate in a PEM bundle, skipping other blocks
+// and certificates that do not parse.
+func ParseCertificates(pemBytes []byte) []*x509.Certificate {
 	var out []*x509.Certificate
 	for {
 		var b *pem.Block

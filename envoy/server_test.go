@@ -112,13 +112,13 @@ func newServer(t *testing.T, e *authz.Engine, opts Options) *Server {
 }
 
 // serve starts a real gRPC server for s on a loopback port and returns a client of it.
-func serve(t *testing.T, s *Server) authv3.AuthorizationClient {
+func serve(t testing.TB, s *Server, opts ...grpc.ServerOption) authv3.AuthorizationClient {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	s.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
@@ -579,20 +579,7 @@ func BenchmarkGRPCCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			g := grpc.NewServer(opts...)
-			s.Register(g)
-			go func() { _ = g.Serve(lis) }()
-			defer g.Stop()
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			client := authv3.NewAuthorizationClient(conn)
+			client := serve(b, s, opts...)
 			raw, _ := os.ReadFile(filepath.Join("..", "testdata", "envoy", "check_request.json"))
 			var req authv3.CheckRequest
 			if err := protojson.Unmarshal(raw, &req); err != nil {

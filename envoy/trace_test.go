@@ -2,11 +2,9 @@ package envoy
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel"
@@ -14,7 +12,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/keygate/keygate/authz"
@@ -31,20 +28,8 @@ func TestCheckSpanContinuesTheTrace(t *testing.T) {
 	t.Cleanup(func() { otel.SetTracerProvider(prevTP); otel.SetTextMapPropagator(prevProp) })
 
 	ks := newKeyset(t) // its store takes the tracer set above
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler()))
-	newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{}).Register(g)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := authv3.NewAuthorizationClient(conn)
+	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{}),
+		grpc.StatsHandler(otelgrpc.NewServerHandler()))
 
 	for name, tc := range map[string]struct {
 		md              []string

@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/keygate/keygate/certs"
@@ -236,20 +235,13 @@ func certsRevoke(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		return errors.New("certs revoke: --ca-dir is required")
 	}
 	serial := what
-	if strings.HasSuffix(what, ".pem") || strings.Contains(what, "/") {
-		raw, err := os.ReadFile(what)
-		if err != nil {
-			return err
+	// A file names its certificate (whatever its extension); anything else is a serial.
+	if raw, err := os.ReadFile(what); err == nil {
+		found := certs.ParseCertificates(raw)
+		if len(found) == 0 {
+			return fmt.Errorf("certs revoke: no certificate in %s", what)
 		}
-		report, err := certs.Inspect(raw, nil, time.Now())
-		if err != nil {
-			return err
-		}
-		for _, line := range strings.Split(report, "\n") {
-			if v, ok := strings.CutPrefix(line, "serial:"); ok {
-				serial = strings.TrimSpace(v)
-			}
-		}
+		serial = found[0].SerialNumber.String()
 	}
 	if _, ok := new(big.Int).SetString(serial, 10); !ok {
 		return fmt.Errorf("certs revoke: %q is neither a certificate file nor a decimal serial", what)

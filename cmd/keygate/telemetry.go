@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"net/http"
 	"os"
@@ -132,19 +131,7 @@ func certificates(path string) []*x509.Certificate {
 	if err != nil {
 		return nil
 	}
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		if b, raw = pem.Decode(raw); b == nil {
-			return out
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-			out = append(out, c)
-		}
-	}
+	return certs.ParseCertificates(raw)
 }
 
 // registerTLSMetrics exports each listener's certificate reloads and failed reloads (a
