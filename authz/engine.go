@@ -21,10 +21,17 @@ type Request struct {
 	Authorization string
 	// APIKey is the X-API-Key header's value, joined the same way. Empty means absent.
 	APIKey string
-	// RequestID is the request's x-request-id; the engine makes one up when empty.
+	// RequestID is the request's x-request-id. The engine keeps it when it is 1 to 128
+	// characters of [A-Za-z0-9._:+/=-] and holds no key prefix; otherwise it makes one up.
 	RequestID string
-	// Method, Host and Path (with any query) are matched against the policy's routes.
+	// Method, Host and Path (the request target, with any query) are matched against the
+	// policy's routes in their canonical form (CanonicalMethod, CanonicalHost,
+	// CanonicalPath).
 	Method, Host, Path string
+	// MethodOverride is an X-HTTP-Method-Override (or X-HTTP-Method, X-Method-Override)
+	// header's value: frameworks that honour it route by it, so one that differs from
+	// Method is refused when the policy has routes.
+	MethodOverride string
 	// Body is the request body Envoy forwarded (with_request_body), for model routes;
 	// BodyPartial says Envoy cut it at max_request_bytes.
 	Body        []byte
@@ -141,12 +148,68 @@ func New(cfg Config) (*Engine, error) {
 // Check decides req. A denial is a Decision, not an error. An unavailable or throttled
 // store is a 503 denial; the error is non-nil only when no decision could be made at all
 // (the store failed in a way it does not classify, such as a corrupt record).
+//
+// When the policy has routes, a request whose method, host or path servers could read
+// in more than one way (see CanonicalPath) is refused with a 400 (invalid_request)
+// before anything else.
 func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
+	return e.check(ctx, req, true)
+}
+
+// Authenticate decides req on its credentials alone: the key (or an identity rule's
+// certificate) and the client-certificate requirements that do not depend on a route.
+// The policy's routes are not applied; callers that authorize by other means (the admin
+// API, by scope) use it.
+func (e *Engine) Authenticate(ctx context.Context, req *Request) (Decision, error) {
+	return e.check(ctx, req, false)
+}
+
+// NeedsBody reports whether a request to method, host and path is on a route that
+// checks the body's model, so a proxy knows whether to read the body before deciding.
+func (e *Engine) NeedsBody(method, host, path string) bool {
+	if len(e.policy.Routes) == 0 {
+		return false
+	}
+	r, _, err := e.route(&Request{Method: method, Host: host, Path: path})
+	return err == nil && r != nil && r.Models
+}
+
+// route returns the policy route for req in its canonical form, and the canonical
+// method, or an error wrapping ErrAmbiguousRequest.
+func (e *Engine) route(req *Request) (*Route, string, error) {
+	method, err := CanonicalMethod(req.Method)
+	if err != nil {
+		return nil, "", err
+	}
+	if o := trimOWS(req.MethodOverride); o != "" && !strings.EqualFold(o, method) {
+		return nil, "", errMethodOverride
+	}
+	if o, ok := queryOverride(req.Path); ok && !strings.EqualFold(o, method) {
+		return nil, "", errMethodOverride
+	}
+	host, err := CanonicalHost(req.Host)
+	if err != nil {
+		return nil, "", err
+	}
+	path, err := CanonicalPath(req.Path)
+	if err != nil {
+		return nil, "", err
+	}
+	return e.policy.match(method, host, path), method, nil
+}
+
+func (e *Engine) check(ctx context.Context, req *Request, withPolicy bool) (Decision, error) {
 	d := Decision{RequestID: req.RequestID}
-	if d.RequestID == "" {
+	if !validRequestID(d.RequestID, e.format.prefix) {
 		d.RequestID = NewRequestID()
 	}
-	d.Route = e.policy.match(req.Method, req.Host, req.Path)
+	method := req.Method
+	if withPolicy && len(e.policy.Routes) > 0 {
+		var err error
+		if d.Route, method, err = e.route(req); err != nil {
+			return e.deny(d, ReasonBadRequest), nil
+		}
+	}
 	switch {
 	case req.Peer.Presented && !req.Peer.Verified:
 		// A certificate keygate cannot verify (foreign CA, expired, revoked) is refused
@@ -161,7 +224,7 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 			d.Record = Record{ID: "cert:" + rule.Name, Name: rule.Name, Owner: req.Peer.Fingerprint,
 				Kind: KindCertificate, Scopes: rule.Scopes}
 			d.Reason = ReasonAllowed
-			return e.authorize(d, req), nil
+			return e.authorize(d, req, method, withPolicy), nil
 		}
 	}
 	if reason != ReasonAllowed {
@@ -195,7 +258,7 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 		return e.deny(d, ReasonCertMismatch), nil
 	}
 	d.Reason = ReasonAllowed
-	return e.authorize(d, req), nil
+	return e.authorize(d, req, method, withPolicy), nil
 }
 
 // holds reports whether the verified peer is the certificate a key is bound to: its
@@ -236,16 +299,19 @@ func dnsMatch(pattern, name string) bool {
 }
 
 // authorize applies the policy to a request with a valid key: the route's scope, then
-// its model allow-list.
-func (e *Engine) authorize(d Decision, req *Request) Decision {
+// its model allow-list. method is the request's canonical method.
+func (e *Engine) authorize(d Decision, req *Request, method string, withPolicy bool) Decision {
+	if !withPolicy {
+		return d
+	}
 	r := d.Route
 	switch {
-	case r == nil && e.policy.DenyUnmatched:
+	case r == nil && e.policy.denyUnmatched():
 		d.Reason, d.Denial = ReasonNoRoute, e.denier.static[ReasonNoRoute]
 		return d
 	case r == nil:
 		return d
-	case !Grants(d.Record.Scopes, r, req.Method):
+	case !Grants(d.Record.Scopes, r, method):
 		required := r.Scope
 		if required == "" {
 			required = ScopeWebhook
@@ -351,6 +417,25 @@ func trimOWS(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// maxRequestID bounds the request ids keygate keeps; longer ones are replaced.
+const maxRequestID = 128
+
+// validRequestID reports whether a client's or Envoy's request id may be kept: it goes
+// into logs, the audit log and headers, so it must be short, plain, and never a key.
+func validRequestID(id, keyPrefix string) bool {
+	if id == "" || len(id) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '_' || c == '.' || c == ':' || c == '+' || c == '/' || c == '=') {
+			return false
+		}
+	}
+	return !strings.Contains(id, keyPrefix)
 }
 
 // NewRequestID returns a fresh request id, "req_" and 32 hex digits. It is a correlation

@@ -31,7 +31,7 @@ func mtlsFixture(t testing.TB, p Profile, mtls bool) *fixture {
 		Policy: Policy{Routes: []Route{
 			{Name: "secret", Prefix: "/secret/", RequireClientCert: true},
 			{Name: "ledger", Prefix: "/ledger/", Scope: "ledger:write"},
-		}},
+		}, DenyUnmatched: ptr(false)},
 		IdentityRules: []IdentityRule{
 			{Name: "billing", SPIFFE: "spiffe://example.org/ns/*/sa/billing", OrgUnit: "payments", Scopes: []string{"ledger:write"}},
 			{Name: "internal", DNS: "*.prod.internal", Scopes: []string{"read"}},
@@ -68,7 +68,7 @@ func TestClientCertificates(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			fx := mtlsFixture(t, ProfileMagicx, tc.mtls)
-			req := tc.req(fx)
+			req := envoyShaped(tc.req(fx))
 			before := fx.lookup.calls.Load()
 			d, err := fx.engine.Check(context.Background(), &req)
 			if err != nil || d.Reason != tc.want || d.Record.ID != tc.id {
@@ -90,6 +90,7 @@ func TestClientCertBodiesGolden(t *testing.T) {
 			ReasonCertMismatch:       {APIKey: fx.boundFP, Peer: Peer{Presented: true, Verified: true, Fingerprint: "sha256:00"}},
 		} {
 			t.Run(fmt.Sprintf("%v/%v", p, r), func(t *testing.T) {
+				req := envoyShaped(req)
 				d, err := fx.engine.Check(context.Background(), &req)
 				if err != nil || d.Reason != r {
 					t.Fatalf("got %v %v, want %v", d.Reason, err, r)
@@ -98,6 +99,17 @@ func TestClientCertBodiesGolden(t *testing.T) {
 			})
 		}
 	}
+}
+
+// envoyShaped gives a request the method and path Envoy always sends.
+func envoyShaped(r Request) Request {
+	if r.Method == "" {
+		r.Method = "GET"
+	}
+	if r.Path == "" {
+		r.Path = "/"
+	}
+	return r
 }
 
 func TestIdentityRulesValidated(t *testing.T) {

@@ -26,10 +26,10 @@ var ErrInvalidPolicy = errors.New("invalid policy")
 // and path match; at most one of Path, Prefix and Pattern is set (none: every path).
 type Route struct {
 	Name    string   `json:"name"`    // for logs and metrics
-	Methods []string `json:"methods"` // upper case; empty: any method
-	Host    string   `json:"host"`    // exact, case-insensitive, without port; empty: any host
-	Path    string   `json:"path"`    // the exact path (the query string is ignored)
-	Prefix  string   `json:"prefix"`  // a path prefix
+	Methods []string `json:"methods"` // any case; GET covers HEAD; empty: any method
+	Host    string   `json:"host"`    // exact, case-insensitive, without port or trailing dot; empty: any host
+	Path    string   `json:"path"`    // the exact path, with or without a trailing slash (the query string is ignored)
+	Prefix  string   `json:"prefix"`  // whole leading segments: /v1/images covers /v1/images and /v1/images/x, not /v1/imagesx
 	Pattern string   `json:"pattern"` // a path where '*' matches one segment, e.g. /v1/models/*
 	Scope   string   `json:"scope"`   // the scope a key needs; empty: any valid key
 	// Models makes the JSON body's "model" subject to the key's model allow-list.
@@ -41,34 +41,61 @@ type Route struct {
 	RequireClientCert bool `json:"require_client_cert"`
 }
 
-// Policy maps requests to the scopes they need.
+// Policy maps requests to the scopes they need. Routes match the canonical form of a
+// request (CanonicalPath, CanonicalMethod, CanonicalHost), so encodings, dot segments,
+// doubled slashes, ';' parameters, a trailing slash, letter case or a trailing dot in the
+// host cannot take a request past the route it belongs to.
 type Policy struct {
 	Routes []Route `json:"routes"` // first match wins
-	// DenyUnmatched denies requests that no route matches; otherwise any valid key may
-	// make them.
-	DenyUnmatched bool `json:"deny_unmatched"`
+	// DenyUnmatched denies requests that no route matches with a 403 (no_route); false
+	// lets any valid key make them. nil (unset) means true when there are routes: a
+	// request the policy does not know is refused.
+	DenyUnmatched *bool `json:"deny_unmatched"`
+}
+
+// denyUnmatched is DenyUnmatched with its default applied.
+func (p *Policy) denyUnmatched() bool {
+	if p.DenyUnmatched != nil {
+		return *p.DenyUnmatched
+	}
+	return len(p.Routes) > 0
 }
 
 func (p *Policy) validate() error {
 	for i := range p.Routes {
 		r := &p.Routes[i]
 		set := 0
-		for _, s := range []string{r.Path, r.Prefix, r.Pattern} {
-			if s != "" {
-				set++
-				if s[0] != '/' {
-					return fmt.Errorf("%w: route %d (%s): paths start with '/'", ErrInvalidPolicy, i, r.Name)
-				}
+		for _, s := range []*string{&r.Path, &r.Prefix, &r.Pattern} {
+			if *s == "" {
+				continue
 			}
+			set++
+			if (*s)[0] != '/' {
+				return fmt.Errorf("%w: route %d (%s): paths start with '/'", ErrInvalidPolicy, i, r.Name)
+			}
+			// Routes are written in the form requests are matched in.
+			c, err := CanonicalPath(*s)
+			if err != nil || strings.ContainsAny(*s, "?#") {
+				return fmt.Errorf("%w: route %d (%s): path %q is not a plain path (%v)", ErrInvalidPolicy, i, r.Name, *s, err)
+			}
+			*s = c
 		}
 		if set > 1 {
 			return fmt.Errorf("%w: route %d (%s): set one of path, prefix and pattern", ErrInvalidPolicy, i, r.Name)
 		}
 		for j, m := range r.Methods {
-			if m == "" || strings.ToUpper(m) != m || strings.ContainsAny(m, " /") {
+			c, err := CanonicalMethod(m)
+			if err != nil {
 				return fmt.Errorf("%w: route %d (%s): method %q", ErrInvalidPolicy, i, r.Name, m)
 			}
-			r.Methods[j] = m
+			r.Methods[j] = c
+		}
+		if r.Host != "" {
+			h, err := CanonicalHost(r.Host)
+			if err != nil || h == "" {
+				return fmt.Errorf("%w: route %d (%s): host %q", ErrInvalidPolicy, i, r.Name, r.Host)
+			}
+			r.Host = h
 		}
 		if r.Scope != "" {
 			if err := ValidateScopes([]string{r.Scope}); err != nil {
@@ -82,25 +109,23 @@ func (p *Policy) validate() error {
 	return nil
 }
 
-// match returns the first route for the request, or nil.
+// match returns the first route for a request in canonical form (CanonicalMethod,
+// CanonicalHost, CanonicalPath), or nil. Paths and hosts compare without regard to ASCII
+// case, as case-insensitive upstream routers would; a GET route also takes HEAD, which
+// every server answers like GET.
 func (p *Policy) match(method, host, path string) *Route {
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
-		host = host[:i]
-	}
 	for i := range p.Routes {
 		r := &p.Routes[i]
-		if len(r.Methods) > 0 && !slices.Contains(r.Methods, method) {
+		if len(r.Methods) > 0 && !slices.Contains(r.Methods, method) &&
+			!(method == "HEAD" && slices.Contains(r.Methods, "GET")) {
 			continue
 		}
 		if r.Host != "" && !strings.EqualFold(r.Host, host) {
 			continue
 		}
 		switch {
-		case r.Path != "" && path != r.Path,
-			r.Prefix != "" && !strings.HasPrefix(path, r.Prefix),
+		case r.Path != "" && !strings.EqualFold(path, r.Path),
+			r.Prefix != "" && !prefixMatch(r.Prefix, path),
 			r.Pattern != "" && !patternMatch(r.Pattern, path):
 			continue
 		}
@@ -109,12 +134,21 @@ func (p *Policy) match(method, host, path string) *Route {
 	return nil
 }
 
+// prefixMatch reports whether the canonical prefix is made of path's leading segments.
+func prefixMatch(prefix, path string) bool {
+	if prefix == "/" {
+		return true
+	}
+	return len(path) >= len(prefix) && strings.EqualFold(path[:len(prefix)], prefix) &&
+		(len(path) == len(prefix) || path[len(prefix)] == '/')
+}
+
 // patternMatch matches path against a pattern whose '*' segments match any one segment.
 func patternMatch(pattern, path string) bool {
 	for {
 		pseg, prest, pmore := strings.Cut(pattern, "/")
 		seg, rest, more := strings.Cut(path, "/")
-		if pmore != more || (pseg != "*" && pseg != seg) || (pseg == "*" && seg == "") {
+		if pmore != more || (pseg != "*" && !strings.EqualFold(pseg, seg)) || (pseg == "*" && seg == "") {
 			return false
 		}
 		if !more {

@@ -16,7 +16,9 @@ var testPolicy = Policy{Routes: []Route{
 	{Name: "admin-host", Host: "admin.example.com", Scope: "admin"},
 	{Name: "hooks", Prefix: "/webhooks/", Webhook: true},
 	{Name: "public", Path: "/v1/status"},
-}, DenyUnmatched: true}
+}, DenyUnmatched: ptr(true)}
+
+func ptr[T any](v T) *T { return &v }
 
 func TestRouteMatching(t *testing.T) {
 	p := testPolicy
@@ -37,12 +39,23 @@ func TestRouteMatching(t *testing.T) {
 		"pattern, empty seg":   {"GET", "api.example.com", "/v1/models/", ""},
 		"pattern, too deep":    {"GET", "api.example.com", "/v1/models/a/b", ""},
 		"host":                 {"DELETE", "ADMIN.example.com:8443", "/anything", "admin-host"},
+		"host, trailing dot":   {"DELETE", "admin.example.com.", "/anything", "admin-host"},
+		"host, dot and port":   {"DELETE", "admin.example.com.:443", "/anything", "admin-host"},
+		"prefix itself":        {"POST", "api.example.com", "/v1/images", "images"},
+		"HEAD on a GET route":  {"HEAD", "api.example.com", "/v1/models/x", "model"},
+		"lower-case method":    {"post", "api.example.com", "/v1/chat/completions", "chat"},
+		"trailing slash":       {"POST", "api.example.com", "/v1/chat/completions/", "chat"},
+		"upper-case path":      {"POST", "api.example.com", "/V1/CHAT/COMPLETIONS", "chat"},
 		"host, other":          {"DELETE", "api.example.com", "/anything", ""},
 		"first match wins":     {"GET", "admin.example.com", "/v1/models/x", "model"},
 		"webhook":              {"POST", "api.example.com", "/webhooks/stripe", "hooks"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := p.match(tc.method, tc.host, tc.path)
+			e := &Engine{policy: p}
+			r, _, err := e.route(&Request{Method: tc.method, Host: tc.host, Path: tc.path})
+			if err != nil {
+				t.Fatal(err)
+			}
 			got := ""
 			if r != nil {
 				got = r.Name
@@ -58,7 +71,10 @@ func TestPolicyValidation(t *testing.T) {
 	for name, r := range map[string]Route{
 		"two matchers":    {Path: "/a", Prefix: "/b"},
 		"relative path":   {Path: "a"},
-		"lower method":    {Methods: []string{"get"}},
+		"method w/ space": {Methods: []string{"GE T"}},
+		"ambiguous path":  {Path: "/a%2Fb"},
+		"path w/ query":   {Path: "/a?b"},
+		"host w/ space":   {Host: "a b"},
 		"scope w/ spaces": {Scope: "a b"},
 	} {
 		p := Policy{Routes: []Route{r}}
@@ -211,6 +227,7 @@ func TestPolicyBodiesGolden(t *testing.T) {
 			ReasonModelNotAllowed: {Method: "POST", Path: "/v1/chat/completions", Body: []byte(`{"model":"o1-pro"}`)},
 			ReasonBadBody:         {Method: "POST", Path: "/v1/chat/completions", Body: []byte(`{"model":1}`)},
 			ReasonNoRoute:         {Method: "GET", Path: "/v2/other"},
+			ReasonBadRequest:      {Method: "GET", Path: "/v1/a%2Fb"},
 			ReasonRateLimited:     {Method: "GET", Path: "/v1/models/gpt-4o"},
 		} {
 			t.Run(fmt.Sprintf("%v/%v", p, r), func(t *testing.T) {

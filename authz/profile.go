@@ -36,6 +36,7 @@ const (
 	ReasonClientCertRequired               // mTLS is required and the request has no verified client certificate (403)
 	ReasonClientCertInvalid                // the client certificate fails keygate's own verification (403)
 	ReasonCertMismatch                     // a certificate-bound key without its certificate (401)
+	ReasonBadRequest                       // a method, host or path servers could read in more than one way (400)
 	numReasons
 )
 
@@ -59,6 +60,7 @@ var reasonCodes = [numReasons]string{
 	ReasonClientCertRequired: "client_cert_required",
 	ReasonClientCertInvalid:  "client_cert_invalid",
 	ReasonCertMismatch:       "cert_mismatch",
+	ReasonBadRequest:         "invalid_request",
 }
 
 // Reasons returns every reason, in order; a Reason indexes the slice.
@@ -144,7 +146,7 @@ func (r Reason) status() int {
 		return http.StatusServiceUnavailable
 	case ReasonInsufficientScope, ReasonNoRoute, ReasonModelNotAllowed, ReasonClientCertRequired, ReasonClientCertInvalid:
 		return http.StatusForbidden
-	case ReasonBadBody:
+	case ReasonBadBody, ReasonBadRequest:
 		return http.StatusBadRequest
 	case ReasonRateLimited:
 		return http.StatusTooManyRequests
@@ -287,6 +289,7 @@ func argsOf(rec *Record) bodyArgs {
 const (
 	noRouteMessage     = "This API key cannot access this route."
 	badBodyMessage     = `The request body must be one JSON object with one "model" string.`
+	badRequestMessage  = "The request's method, host or path is ambiguous and was refused."
 	rateLimitedMessage = "Rate limit exceeded. Please try again later."
 	// MX4's troubleshooting: "Verify that your client certificate is signed by the CA
 	// and has not expired."
@@ -324,6 +327,8 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 			e.Code, e.Message = "AUTH_CLIENT_CERT_INVALID", clientCertInvalidMessage
 		case r == ReasonBadBody:
 			e.Code, e.Message = "INVALID_REQUEST_BODY", badBodyMessage
+		case r == ReasonBadRequest:
+			e.Code, e.Message = "INVALID_REQUEST", badRequestMessage
 		case r == ReasonRateLimited:
 			e.Code, e.Message = "RATE_LIMITED", rateLimitedMessage
 		}
@@ -352,6 +357,8 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 			}
 		case r == ReasonBadBody:
 			e.Code, e.Message = "INVALID_REQUEST", badBodyMessage
+		case r == ReasonBadRequest:
+			e.Code, e.Message = "INVALID_REQUEST", badRequestMessage
 		case r == ReasonRateLimited:
 			e.Code, e.Message = "RATE_LIMIT_EXCEEDED", rateLimitedMessage
 			e.Details = &apikeyDetail{RetryAfter: a.retry}
@@ -368,6 +375,8 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 			b.Message, b.Code = "API key does not have permission to access this resource", "permission_error"
 		case r == ReasonBadBody:
 			b.Message, b.Code = badBodyMessage, "invalid_request_error"
+		case r == ReasonBadRequest:
+			b.Message, b.Code = badRequestMessage, "invalid_request_error"
 		case r == ReasonRateLimited:
 			b.Message, b.Code = rateLimitedMessage, "rate_limit_error"
 		}
@@ -392,6 +401,8 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 		case r == ReasonBadBody:
 			param := "model"
 			e.Message, e.Param, e.Code = badBodyMessage, &param, "invalid_body"
+		case r == ReasonBadRequest:
+			e.Message, e.Code = badRequestMessage, "invalid_request"
 		case r == ReasonRateLimited:
 			e.Message, e.Type, e.Code = "Rate limit reached for requests", "requests", "rate_limit_exceeded"
 		}

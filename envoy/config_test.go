@@ -9,6 +9,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -150,6 +151,12 @@ func checkExtAuthz(t *testing.T, b *bootstrapv3.Bootstrap) {
 					}
 					if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
 						t.Error("paths are not normalized before keygate matches routes")
+					}
+					if a := hcm.GetPathWithEscapedSlashesAction(); a != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+						t.Errorf("path_with_escaped_slashes_action = %v; %%2F and %%5C must be refused", a)
+					}
+					if a := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a != corev3.HttpProtocolOptions_REJECT_REQUEST {
+						t.Errorf("headers_with_underscores_action = %v; X_Api_Key_Id must be refused", a)
 					}
 					if ea.GetStatusOnError().GetCode() != typev3.StatusCode_ServiceUnavailable {
 						t.Errorf("status_on_error = %v", ea.GetStatusOnError().GetCode())

@@ -36,6 +36,7 @@ func TestClientCertificatesOverGRPC(t *testing.T) {
 	revoked := ca.Issue(t, certtest.LeafOptions{CommonName: "stolen laptop"})
 	expired := ca.Issue(t, certtest.LeafOptions{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	proxy := ca.Issue(t, certtest.LeafOptions{CommonName: "front", URIs: []string{"spiffe://example.org/ns/edge/sa/front-proxy"}})
+	proxy9440 := ca.Issue(t, certtest.LeafOptions{CommonName: "lb", URIs: []string{"spiffe://example.org/ns/edge/sa/lb"}})
 	foreign := certtest.NewCA(t, "elsewhere").Issue(t, certtest.LeafOptions{CommonName: "intruder"})
 	verifier, err := certs.NewVerifier(ca.CertPEM, ca.CRL(t, revoked), nil)
 	if err != nil {
@@ -50,14 +51,16 @@ func TestClientCertificatesOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	engine, err := authz.New(authz.Config{Format: f, Lookup: ks.store, Profile: authz.ProfileMagicx,
-		Policy:        authz.Policy{Routes: []authz.Route{{Name: "secret", Prefix: "/secret/", RequireClientCert: true}}},
+		Policy: authz.Policy{Routes: []authz.Route{{Name: "secret", Prefix: "/secret/", RequireClientCert: true}},
+			DenyUnmatched: new(bool)},
 		IdentityRules: []authz.IdentityRule{{Name: "billing", SPIFFE: "spiffe://example.org/ns/*/sa/billing", Scopes: []string{"ledger:write"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	usage := &usageLog{}
 	client := serve(t, newServer(t, engine, Options{ClientCerts: func() *certs.Verifier { return verifier },
-		TrustForwardedFrom: []string{"spiffe://example.org/ns/edge/sa/front-proxy"}, Usage: usage}))
+		TrustForwardedFrom: []TrustedProxy{{ID: "spiffe://example.org/ns/edge/sa/front-proxy", Header: ForwardXFCC},
+			{ID: "spiffe://example.org/ns/edge/sa/lb", Header: "Client-Cert"}}, Usage: usage}))
 	t.Cleanup(func() {
 		for _, id := range usage.ids {
 			if !authz.ValidKeyID(id) {
@@ -77,24 +80,30 @@ func TestClientCertificatesOverGRPC(t *testing.T) {
 		keyID   string // on allow, x-api-key-id
 		reason  authz.Reason
 	}{
-		"key, no cert, open route":         {map[string]string{"x-api-key": ks.active}, nil, "/v1/models", 200, ks.activeRec.ID, 0},
-		"key, no cert, mTLS route":         {map[string]string{"x-api-key": ks.active}, nil, "/secret/x", 403, "", authz.ReasonClientCertRequired},
-		"key and cert, mTLS route":         {map[string]string{"x-api-key": ks.active}, billing, "/secret/x", 200, ks.activeRec.ID, 0},
-		"CRL-revoked cert":                 {map[string]string{"x-api-key": ks.active}, revoked, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
-		"expired cert":                     {map[string]string{"x-api-key": ks.active}, expired, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
-		"cert from another CA":             {map[string]string{"x-api-key": ks.active}, foreign, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
-		"cert alone, identity rule":        {nil, billing, "/v1/models", 200, "cert:billing", 0},
-		"cert alone, no rule":              {nil, proxy, "/v1/models", 401, "", authz.ReasonMissing},
-		"bound key, its cert":              {map[string]string{"x-api-key": bound}, billing, "/v1/models", 200, boundRec.ID, 0},
-		"bound key, another cert":          {map[string]string{"x-api-key": bound}, proxy, "/v1/models", 401, "", authz.ReasonCertMismatch},
-		"bound key, no cert (stolen)":      {map[string]string{"x-api-key": bound}, nil, "/v1/models", 401, "", authz.ReasonCertMismatch},
-		"XFCC from the trusted proxy":      {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, proxy, "/v1/models", 200, "cert:billing", 0},
-		"XFCC from an untrusted client":    {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, revoked, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
-		"XFCC from a client not a proxy":   {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, billing, "/secret/x", 200, "cert:billing", 0},
-		"XFCC naming a revoked cert":       {map[string]string{"x-forwarded-client-cert": xfcc(revoked), "x-api-key": ks.active}, proxy, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
-		"garbled XFCC from the proxy":      {map[string]string{"x-forwarded-client-cert": `By="unterminated`, "x-api-key": ks.active}, proxy, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
-		"RFC 9440 Client-Cert from proxy":  {map[string]string{"client-cert": ":" + base64.StdEncoding.EncodeToString(billing.Cert.Raw) + ":"}, proxy, "/v1/models", 200, "cert:billing", 0},
-		"forged XFCC via an intruder cert": {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, foreign, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
+		"key, no cert, open route":        {map[string]string{"x-api-key": ks.active}, nil, "/v1/models", 200, ks.activeRec.ID, 0},
+		"key, no cert, mTLS route":        {map[string]string{"x-api-key": ks.active}, nil, "/secret/x", 403, "", authz.ReasonClientCertRequired},
+		"key and cert, mTLS route":        {map[string]string{"x-api-key": ks.active}, billing, "/secret/x", 200, ks.activeRec.ID, 0},
+		"CRL-revoked cert":                {map[string]string{"x-api-key": ks.active}, revoked, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
+		"expired cert":                    {map[string]string{"x-api-key": ks.active}, expired, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
+		"cert from another CA":            {map[string]string{"x-api-key": ks.active}, foreign, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
+		"cert alone, identity rule":       {nil, billing, "/v1/models", 200, "cert:billing", 0},
+		"cert alone, no rule":             {nil, proxy, "/v1/models", 401, "", authz.ReasonMissing},
+		"bound key, its cert":             {map[string]string{"x-api-key": bound}, billing, "/v1/models", 200, boundRec.ID, 0},
+		"bound key, another cert":         {map[string]string{"x-api-key": bound}, proxy, "/v1/models", 401, "", authz.ReasonCertMismatch},
+		"bound key, no cert (stolen)":     {map[string]string{"x-api-key": bound}, nil, "/v1/models", 401, "", authz.ReasonCertMismatch},
+		"XFCC from the trusted proxy":     {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, proxy, "/v1/models", 200, "cert:billing", 0},
+		"XFCC from an untrusted client":   {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, revoked, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
+		"XFCC from a client not a proxy":  {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, billing, "/secret/x", 200, "cert:billing", 0},
+		"XFCC naming a revoked cert":      {map[string]string{"x-forwarded-client-cert": xfcc(revoked), "x-api-key": ks.active}, proxy, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
+		"garbled XFCC from the proxy":     {map[string]string{"x-forwarded-client-cert": `By="unterminated`, "x-api-key": ks.active}, proxy, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
+		"RFC 9440 Client-Cert from proxy": {map[string]string{"client-cert": ":" + base64.StdEncoding.EncodeToString(billing.Cert.Raw) + ":"}, proxy9440, "/v1/models", 200, "cert:billing", 0},
+		// Each proxy's other header is ignored: a client behind an Envoy front proxy
+		// (which sanitizes XFCC only) cannot pass itself off through Client-Cert.
+		"Client-Cert through an XFCC proxy": {map[string]string{"client-cert": ":" + base64.StdEncoding.EncodeToString(billing.Cert.Raw) + ":"}, proxy, "/v1/models", 401, "", authz.ReasonMissing},
+		"Client-Cert through it, bound key": {map[string]string{"client-cert": ":" + base64.StdEncoding.EncodeToString(billing.Cert.Raw) + ":", "x-api-key": bound}, proxy, "/v1/models", 401, "", authz.ReasonCertMismatch},
+		"XFCC through a Client-Cert proxy":  {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, proxy9440, "/v1/models", 401, "", authz.ReasonMissing},
+		"both headers, XFCC proxy":          {map[string]string{"x-forwarded-client-cert": xfcc(billing), "client-cert": ":" + base64.StdEncoding.EncodeToString(proxy.Cert.Raw) + ":"}, proxy, "/v1/models", 200, "cert:billing", 0},
+		"forged XFCC via an intruder cert":  {map[string]string{"x-forwarded-client-cert": xfcc(billing)}, foreign, "/v1/models", 403, "", authz.ReasonClientCertInvalid},
 	} {
 		t.Run(name, func(t *testing.T) {
 			req := withPeer(envoyRequest(t, tc.headers), tc.peer)

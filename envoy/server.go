@@ -1,9 +1,12 @@
 package envoy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -49,16 +52,22 @@ const (
 )
 
 // peer verifies the client certificate Envoy saw (URL-escaped PEM) and, when that
-// client is a trusted front proxy, the certificate its forwarding header names.
+// client is a trusted front proxy, the certificate named by the one header that proxy
+// sets. The other forwarding header is ignored: a proxy that sanitizes its own header
+// knows nothing of the other, so a client could have written it.
 func (s *Server) peer(escapedPEM string, fwd forwarded) authz.Peer {
 	if escapedPEM == "" {
 		return authz.Peer{}
 	}
 	p := s.verified(escapedPEM, func() ([]byte, error) { return certs.DecodeEnvoyPEM(escapedPEM) })
-	if !p.Verified || (fwd.xfcc == "" && fwd.clientCert == "") || !s.isTrustedProxy(&p) {
+	if !p.Verified || (fwd.xfcc == "" && fwd.clientCert == "") {
 		return p
 	}
-	if fwd.xfcc != "" {
+	switch s.trustedProxy(&p) {
+	case ForwardXFCC:
+		if fwd.xfcc == "" {
+			return p
+		}
 		return s.verified(fwd.xfcc, func() ([]byte, error) {
 			els, err := certs.ParseXFCC(fwd.xfcc)
 			if err != nil {
@@ -66,8 +75,13 @@ func (s *Server) peer(escapedPEM string, fwd forwarded) authz.Peer {
 			}
 			return els[len(els)-1].CertDER() // the element the nearest proxy appended
 		})
+	case ForwardClientCert:
+		if fwd.clientCert == "" {
+			return p
+		}
+		return s.verified(fwd.clientCert, func() ([]byte, error) { return certs.ParseClientCert(fwd.clientCert) })
 	}
-	return s.verified(fwd.clientCert, func() ([]byte, error) { return certs.ParseClientCert(fwd.clientCert) })
+	return p
 }
 
 // verified returns the peer for a certificate as sent, from the cache or by decoding
@@ -96,13 +110,63 @@ func (s *Server) verified(sent string, decode func() ([]byte, error)) authz.Peer
 	return p
 }
 
-func (s *Server) isTrustedProxy(p *authz.Peer) bool {
+// trustedProxy returns the header the first trusted proxy entry matching the verified
+// peer sets, or "" when the peer is no trusted proxy.
+func (s *Server) trustedProxy(p *authz.Peer) string {
 	for _, t := range s.trusted {
-		if t == p.Fingerprint || slices.ContainsFunc(p.SPIFFE, func(id string) bool { return certs.MatchSPIFFE(t, id) }) {
-			return true
+		if t.ID == p.Fingerprint || slices.ContainsFunc(p.SPIFFE, func(id string) bool { return certs.MatchSPIFFE(t.ID, id) }) {
+			return t.Header
 		}
 	}
-	return false
+	return ""
+}
+
+// The forwarding headers a trusted proxy may set.
+const (
+	ForwardXFCC       = headerXFCC       // Envoy's x-forwarded-client-cert
+	ForwardClientCert = headerClientCert // RFC 9440 Client-Cert
+)
+
+// TrustedProxy is a front proxy whose forwarded client certificate keygate believes:
+// its own verified certificate (ID: a SPIFFE ID pattern or a sha256: fingerprint) and
+// the one header it sets, ForwardXFCC or ForwardClientCert. The proxy must remove that
+// header from the requests its clients send.
+type TrustedProxy struct {
+	ID     string `json:"id"`
+	Header string `json:"header"`
+}
+
+// UnmarshalJSON accepts an object, or a bare ID meaning a proxy that sets
+// x-forwarded-client-cert (as Envoy does).
+func (t *TrustedProxy) UnmarshalJSON(b []byte) error {
+	var id string
+	if err := json.Unmarshal(b, &id); err == nil {
+		*t = TrustedProxy{ID: id, Header: ForwardXFCC}
+		return nil
+	}
+	type plain TrustedProxy
+	var v plain
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("a trusted proxy is an id, or {id, header}: %w", err)
+	}
+	*t = TrustedProxy(v)
+	if t.Header == "" {
+		t.Header = ForwardXFCC
+	}
+	return nil
+}
+
+// Validate checks the entry.
+func (t TrustedProxy) Validate() error {
+	if t.ID == "" || !(strings.HasPrefix(t.ID, "spiffe://") || strings.HasPrefix(t.ID, "sha256:")) {
+		return fmt.Errorf("trusted proxy %q: the id is a SPIFFE ID pattern or sha256:<fingerprint>", t.ID)
+	}
+	if h := strings.ToLower(t.Header); h != ForwardXFCC && h != ForwardClientCert {
+		return fmt.Errorf("trusted proxy %s: header %q: want %s or %s", t.ID, t.Header, ForwardXFCC, ForwardClientCert)
+	}
+	return nil
 }
 
 // Options configures a Server.
@@ -129,11 +193,10 @@ type Options struct {
 	// attributes.source.certificate (include_peer_certificate): a function, so that a
 	// reloaded CA bundle or CRL applies at once. nil: certificates are ignored.
 	ClientCerts func() *certs.Verifier
-	// TrustForwardedFrom lists the front proxies, by SPIFFE ID pattern or sha256:
-	// fingerprint of their own verified certificate, whose x-forwarded-client-cert (or
-	// RFC 9440 Client-Cert) header names the real client. Empty: those headers are
-	// ignored.
-	TrustForwardedFrom []string
+	// TrustForwardedFrom lists the front proxies whose forwarded client certificate
+	// names the real client, each with the one header it sets. Empty: forwarding headers
+	// are ignored.
+	TrustForwardedFrom []TrustedProxy
 }
 
 // RateLimiter counts a request against a key's limits; *ratelimit.Limiter is one.
@@ -158,7 +221,7 @@ type Server struct {
 	failOpen bool
 	metrics  *metrics
 	verifier func() *certs.Verifier
-	trusted  []string
+	trusted  []TrustedProxy
 	peers    *lru.Cache[[32]byte, verifiedPeer] // by SHA-256 of the certificate as sent
 }
 
@@ -178,6 +241,12 @@ func NewServer(engine *authz.Engine, opts Options) (*Server, error) {
 	m, err := newMetrics(opts.PerKeyMetrics)
 	if err != nil {
 		return nil, err
+	}
+	for i, t := range opts.TrustForwardedFrom {
+		if err := t.Validate(); err != nil {
+			return nil, err
+		}
+		opts.TrustForwardedFrom[i].Header = strings.ToLower(t.Header)
 	}
 	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage,
 		limits: opts.Limits, failOpen: opts.LimiterFailOpen, metrics: m,
@@ -353,6 +422,8 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 		dst = &r.APIKey
 	case len(name) == len(HeaderRequestID) && strings.EqualFold(name, HeaderRequestID):
 		dst = &r.RequestID
+	case isMethodOverride(name):
+		dst = &r.MethodOverride
 	case len(name) == len(headerPartialBody) && strings.EqualFold(name, headerPartialBody):
 		r.BodyPartial = value == "true"
 		return
@@ -364,6 +435,26 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	} else {
 		*dst += "," + value
 	}
+}
+
+// isMethodOverride reports whether name is one of the headers frameworks read as the
+// request's real method.
+func isMethodOverride(name string) bool {
+	switch len(name) {
+	case len("x-http-method-override"):
+		return strings.EqualFold(name, "x-http-method-override")
+	case len("x-http-method"):
+		return strings.EqualFold(name, "x-http-method")
+	case len("x-method-override"):
+		return strings.EqualFold(name, "x-method-override")
+	}
+	return false
+}
+
+// NeedsBody reports whether a request to method, host and path is on a route that checks
+// the body's model; the terminator reads the body before deciding only then.
+func (s *Server) NeedsBody(method, host, path string) bool {
+	return s.engine.NeedsBody(method, host, path)
 }
 
 func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {

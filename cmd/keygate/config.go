@@ -18,6 +18,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/certs"
+	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/internal/duration"
 	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/vaultstore"
@@ -72,7 +73,7 @@ type config struct {
 		CAFile             string               `json:"ca_file"`              // CA bundle; "": client certificates are ignored
 		CRLFile            string               `json:"crl_file"`             // optional CRL, signed by one of those CAs
 		Require            bool                 `json:"require"`              // every request needs a verified certificate
-		TrustForwardedFrom []string             `json:"trust_forwarded_from"` // front proxies whose XFCC / Client-Cert header counts
+		TrustForwardedFrom []envoy.TrustedProxy `json:"trust_forwarded_from"` // front proxies, each with the one header it sets
 		IdentityRules      []authz.IdentityRule `json:"identity_rules"`       // certificates that need no key
 	} `json:"client_certs"`
 	Metrics struct {
