@@ -206,3 +206,57 @@ func TestRedisDownFailOpenOrClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestCanonicalRequestOverGRPC sends, over a real connection, the variants of a chat
+// request an attacker tries with a key that lacks the chat scope: Envoy-shaped, with the
+// path in both the attributes and the :path header as Envoy sends it.
+func TestCanonicalRequestOverGRPC(t *testing.T) {
+	ks := newKeyset(t)
+	f, _ := authz.NewFormat(prefix)
+	readOnly, rec, err := f.Issue(authz.KeySpec{Name: "read only", Owner: "acct_42", Scopes: []string{"models:read"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.store.Create(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	client := serve(t, newServer(t, policyEngine(t, ks, authz.ProfileMagicx), Options{}))
+	body := `{"model":"gpt-4o"}`
+	for _, tc := range []struct {
+		method, path string
+		headers      map[string]string
+		status       int
+		reason       authz.Reason
+	}{
+		{"POST", "/v1/chat/completions", nil, 403, authz.ReasonInsufficientScope},
+		{"POST", "/v1/chat/completions/", nil, 403, authz.ReasonInsufficientScope},
+		{"POST", "/v1/%63hat/completions", nil, 403, authz.ReasonInsufficientScope},
+		{"POST", "/V1/CHAT/COMPLETIONS", nil, 403, authz.ReasonInsufficientScope},
+		{"POST", "/v1/chat/completions;x=1", nil, 403, authz.ReasonInsufficientScope},
+		{"POST", "//v1/chat/completions", nil, 403, authz.ReasonInsufficientScope},
+		{"POST", "/v1/./chat/completions", nil, 403, authz.ReasonInsufficientScope},
+		{"post", "/v1/chat/completions", nil, 403, authz.ReasonInsufficientScope},
+		{"POST", "/v1/chat%2Fcompletions", nil, 400, authz.ReasonBadRequest},
+		{"POST", "/v1/images/..;/chat/completions", nil, 400, authz.ReasonBadRequest},
+		{"GET", "/v1/images/x", map[string]string{"x-http-method-override": "POST"}, 400, authz.ReasonBadRequest},
+		{"GET", "/v1/status", nil, 403, authz.ReasonNoRoute}, // unmatched: denied by default
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			h := map[string]string{"authorization": "Bearer " + readOnly}
+			for k, v := range tc.headers {
+				h[k] = v
+			}
+			resp, err := client.Check(context.Background(), withBody(envoyRequest(t, h), tc.method, tc.path, body, true, false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dr := resp.GetDeniedResponse()
+			if dr == nil || int(dr.GetStatus().GetCode()) != tc.status {
+				t.Fatalf("got %v, want %d", resp, tc.status)
+			}
+			if want := golden(t, authz.ProfileMagicx, tc.reason, authz.Record{}); tc.reason != authz.ReasonInsufficientScope && dr.GetBody() != want {
+				t.Fatalf("body %s, want %s", dr.GetBody(), want)
+			}
+		})
+	}
+}
