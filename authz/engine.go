@@ -74,6 +74,8 @@ type Decision struct {
 	RequestID string
 	// Route is the policy route the request matched; nil when none did.
 	Route *Route
+	// Model is the body's model on a model route, once read; "" otherwise.
+	Model string
 }
 
 // Allowed reports whether the request may proceed.
@@ -321,6 +323,7 @@ func (e *Engine) authorize(d Decision, req *Request, method string, withPolicy b
 		return d
 	}
 	model, err := ModelOf(req.Body, req.BodyPartial)
+	d.Model = model
 	switch {
 	case err != nil:
 		d.Reason, d.Denial = ReasonBadBody, e.denier.static[ReasonBadBody]
