@@ -2,6 +2,7 @@ package authz
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -358,11 +359,10 @@ func CanonicalHost(h string) (string, error) {
 	return strings.TrimSuffix(h, "."), nil
 }
 
-// methodOverride is the query parameter that Rails, Laravel and Symfony read as the real
-// method of a POST.
-const methodOverrideParam = "_method="
-
-// queryOverride returns the value of a _method parameter in the target's query, if any.
+// queryOverride returns the value of a _method parameter in the target's query, if any:
+// Rails, Laravel and Symfony read it as the real method of a POST. Names and values are
+// compared as those frameworks decode them; one that cannot be decoded is returned as is,
+// so it differs from any method.
 func queryOverride(target string) (string, bool) {
 	_, q, ok := strings.Cut(target, "?")
 	if !ok {
@@ -371,9 +371,19 @@ func queryOverride(target string) (string, bool) {
 	for q != "" {
 		var p string
 		p, q, _ = strings.Cut(q, "&")
-		if len(p) >= len(methodOverrideParam) && strings.EqualFold(p[:len(methodOverrideParam)], methodOverrideParam) {
-			return p[len(methodOverrideParam):], true
+		name, value, _ := strings.Cut(p, "=")
+		if strings.IndexByte(name, '%') >= 0 || strings.IndexByte(name, '+') >= 0 {
+			if n, err := url.QueryUnescape(name); err == nil {
+				name = n
+			}
 		}
+		if !strings.EqualFold(strings.TrimSpace(name), "_method") {
+			continue
+		}
+		if v, err := url.QueryUnescape(value); err == nil {
+			value = v
+		}
+		return value, true
 	}
 	return "", false
 }
