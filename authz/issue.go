@@ -23,6 +23,7 @@ type KeySpec struct {
 	BoundCert string    // a SPIFFE ID or "sha256:<hex>" fingerprint the key is bound to
 	Scopes    []string  // each 1 to 64 printable ASCII characters without spaces or commas
 	ExpiresAt time.Time // zero: never expires
+	CreatedBy string    // the id of the key that asked for this one, if any
 }
 
 // Issue makes a new key for spec: the plaintext key, to be shown once and then
@@ -50,6 +51,7 @@ func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err 
 		Models:    slices.Clone(spec.Models),
 		Plan:      spec.Plan,
 		BoundCert: spec.BoundCert,
+		CreatedBy: spec.CreatedBy,
 		Scopes:    slices.Compact(scopes),
 		Hash:      HashKey(key),
 		Hint:      f.Hint(key),
