@@ -28,17 +28,17 @@ var shared vaulttest.Shared
 func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
 
 type fixture struct {
-	url                         string
-	format                      authz.Format
-	store                       *vaultstore.Store
-	usage                       *vaultstore.Usage
-	engine                      *authz.Engine
-	audit                       *safebuf.Buffer
-	admin, owner, plain, otherB string // keys
-	adminRec, otherRec          authz.Record
-	keys                        []string // every key made, for the audit scan
-	ca                          *certtest.CA
-	client                      *http.Client // trusts the server, presents no certificate
+	url                          string
+	format                       authz.Format
+	store                        *vaultstore.Store
+	usage                        *vaultstore.Usage
+	engine                       *authz.Engine
+	audit                        *safebuf.Buffer
+	admin, owner, plain, otherB  string // keys
+	adminRec, plainRec, otherRec authz.Record
+	keys                         []string // every key made, for the audit scan
+	ca                           *certtest.CA
+	client                       *http.Client // trusts the server, presents no certificate
 
 	mu          sync.Mutex
 	vaultCalls  []string // the store's Vault requests, method and path
@@ -73,7 +73,7 @@ func newFixture(t *testing.T) *fixture {
 	fx.format, fx.store, fx.engine, fx.usage = f, store, engine, store.NewUsage()
 	fx.admin, fx.adminRec = fx.mk(t, authz.KeySpec{Name: "ops", Owner: "acct_ops", Scopes: []string{ScopeAdmin}})
 	fx.owner, _ = fx.mk(t, authz.KeySpec{Name: "self-service", Owner: "acct_a", Scopes: []string{ScopeAPIKeys, "chat:completions"}})
-	fx.plain, _ = fx.mk(t, authz.KeySpec{Name: "app", Owner: "acct_a", Scopes: []string{"chat:completions"}})
+	fx.plain, fx.plainRec = fx.mk(t, authz.KeySpec{Name: "app", Owner: "acct_a", Scopes: []string{"chat:completions"}})
 	fx.otherB, fx.otherRec = fx.mk(t, authz.KeySpec{Name: "b app", Owner: "acct_b", Scopes: []string{"chat:completions"}})
 
 	// The listener's mTLS, as keygate serve sets it up: client certificates optional,
