@@ -9,19 +9,20 @@
 //
 // Callers authenticate with a keygate key, checked by the same engine as every request.
 // A key with the "admin" scope manages every key; a key with the "api-keys" scope
-// manages only its own owner's keys and may grant only scopes it holds itself. 401 and
-// 403 bodies follow the deny profile; other errors use
-// {"success":false,"error":{"code","message"}}. Every call is audited.
+// manages only its own owner's keys, and a key it creates or rotates never exceeds it
+// (see bounds.go). 401 and 403 bodies follow the deny profile; other errors use
+// {"success":false,"error":{"code","message"}}. Every call is audited, and anything
+// key-shaped in a path or an error message is replaced by its hint first.
 package admin
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/authz"
@@ -39,6 +40,8 @@ const (
 // Store is what the API needs from the key store; *vaultstore.Store has it.
 type Store interface {
 	List(ctx context.Context) ([]authz.Record, error)
+	ListOwner(ctx context.Context, owner string) ([]authz.Record, error)
+	LastUsed(ctx context.Context, id string) (time.Time, error)
 	Get(ctx context.Context, id string) (authz.Record, error)
 	Create(ctx context.Context, r authz.Record) error
 	Revoke(ctx context.Context, id string, at time.Time) (authz.Record, error)
@@ -59,7 +62,18 @@ type Config struct {
 	// PeerOf returns the caller's verified client certificate (the listener's mTLS), so
 	// that identity rules can admit an admin client certificate; nil: none.
 	PeerOf func(*http.Request) authz.Peer
+	// Usage records that a caller's key was used, as the check path does; nil: admin
+	// calls leave no last-use record.
+	Usage UsageRecorder
 }
+
+// UsageRecorder remembers when keys were used; *vaultstore.Usage is one.
+type UsageRecorder interface {
+	Seen(id string, at time.Time)
+}
+
+// maxAuditPath caps the request path an admin.call event holds.
+const maxAuditPath = 512
 
 type api struct {
 	Config
@@ -125,7 +139,7 @@ func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 		}
 		d, err := a.Engine.Check(r.Context(), &req)
 		ev := audit.Event{Event: audit.AdminCall, Source: r.RemoteAddr, RequestID: d.RequestID,
-			Details: map[string]any{"method": r.Method, "path": r.URL.Path}}
+			Details: map[string]any{"method": r.Method, "path": a.auditPath(r.URL.Path)}}
 		w.Header().Set("X-Request-Id", d.RequestID)
 		var out reply
 		switch {
@@ -133,7 +147,15 @@ func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 			out = fail(http.StatusServiceUnavailable, "STORE_UNAVAILABLE", "keygate could not check the caller's key")
 		case d.Allowed() && (slices.Contains(d.Record.Scopes, ScopeAdmin) || slices.Contains(d.Record.Scopes, ScopeAPIKeys)):
 			ev.Actor, ev.Owner = d.Record.ID, d.Record.Owner
+			if a.Usage != nil && d.Record.Kind != authz.KindCertificate { // certificates have no key record
+				a.Usage.Seen(d.Record.ID, a.Now())
+			}
 			out = h(r, caller{rec: d.Record, admin: slices.Contains(d.Record.Scopes, ScopeAdmin)})
+			if e, ok := out.body.(errorBody); ok {
+				// Messages can quote what the client sent: a scope, a model, a JSON field.
+				e.Error.Message = a.Format.Redact(e.Error.Message)
+				out.body = e
+			}
 		default:
 			if d.Allowed() {
 				ev.Actor = d.Record.ID
@@ -151,6 +173,16 @@ func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 		w.WriteHeader(out.status)
 		_ = json.NewEncoder(w).Encode(out.body)
 	})
+}
+
+// auditPath returns the request path as an admin.call event holds it: redacted, so a
+// key pasted where an id belongs stays out of the log, and capped.
+func (a *api) auditPath(p string) string {
+	p = a.Format.Redact(p)
+	if len(p) > maxAuditPath {
+		p = strings.ToValidUTF8(p[:maxAuditPath], "") + "..."
+	}
+	return p
 }
 
 func writeDenial(w http.ResponseWriter, d authz.Denial) {
@@ -183,18 +215,41 @@ func joined(h http.Header, name string) string {
 }
 
 func (a *api) list(r *http.Request, c caller) reply {
-	recs, err := a.Store.List(r.Context())
+	var recs []authz.Record
+	var err error
+	if c.admin {
+		recs, err = a.Store.List(r.Context())
+	} else {
+		recs, err = a.Store.ListOwner(r.Context(), c.rec.Owner) // not every owner's records
+	}
 	if err != nil {
 		return storeFailure(err)
 	}
-	now := a.Now()
 	views := []View{}
 	for _, rec := range recs {
-		if c.may(rec) {
-			views = append(views, NewView(rec, now))
+		if !c.may(rec) {
+			continue
 		}
+		v, err := a.view(r.Context(), rec)
+		if err != nil {
+			return storeFailure(err)
+		}
+		views = append(views, v)
 	}
 	return reply{http.StatusOK, views}
+}
+
+// view returns rec's view with its last use, as flushed to the store.
+func (a *api) view(ctx context.Context, rec authz.Record) (View, error) {
+	v := NewView(rec, a.Now())
+	last, err := a.Store.LastUsed(ctx, rec.ID)
+	if err != nil {
+		return v, err
+	}
+	if !last.IsZero() {
+		v.LastUsedAt = &last
+	}
+	return v, nil
 }
 
 // find returns the record the path names, if the caller may see it. A key of another
@@ -216,19 +271,23 @@ func (a *api) get(r *http.Request, c caller) reply {
 	if miss != nil {
 		return *miss
 	}
-	return reply{http.StatusOK, NewView(rec, a.Now())}
+	v, err := a.view(r.Context(), rec)
+	if err != nil {
+		return storeFailure(err)
+	}
+	return reply{http.StatusOK, v}
 }
 
 // CreateRequest is the body of POST /api-keys.
 type CreateRequest struct {
 	Name      string     `json:"name"`
 	Owner     string     `json:"owner"`      // default: the caller's owner
-	Scopes    []string   `json:"scopes"`     // a non-admin caller may grant only its own scopes
+	Scopes    []string   `json:"scopes"`     // within the caller's, unless it is an admin
 	Kind      authz.Kind `json:"kind"`       // "product" (default) or "user"
-	ExpiresIn string     `json:"expires_in"` // "90d", "720h"; empty: never expires
-	Models    []string   `json:"models"`     // model allow-list; empty: any model
-	Plan      string     `json:"plan"`       // rate-limit plan; admin only
-	BindCert  string     `json:"bind_cert"`  // a SPIFFE ID or sha256: fingerprint the key is bound to
+	ExpiresIn string     `json:"expires_in"` // "90d", "720h"; empty: never expires (a non-admin caller's own expiry)
+	Models    []string   `json:"models"`     // model allow-list; empty: any model (a non-admin caller's own list)
+	Plan      string     `json:"plan"`       // rate-limit plan; admin only (others: the caller's plan)
+	BindCert  string     `json:"bind_cert"`  // a SPIFFE ID or sha256: fingerprint (a bound caller's own binding)
 }
 
 func (a *api) create(r *http.Request, c caller) reply {
@@ -239,21 +298,12 @@ func (a *api) create(r *http.Request, c caller) reply {
 	if req.Owner == "" {
 		req.Owner = c.rec.Owner
 	}
-	if !c.admin {
-		if req.Owner != c.rec.Owner {
-			return fail(http.StatusForbidden, "FORBIDDEN", "an api-keys caller creates keys for its own owner only")
-		}
-		for _, s := range req.Scopes {
-			if s == ScopeAdmin || !slices.Contains(c.rec.Scopes, s) {
-				return fail(http.StatusForbidden, "FORBIDDEN", fmt.Sprintf("the caller cannot grant scope %q it does not hold", s))
-			}
-		}
+	if !c.admin && req.Owner != c.rec.Owner {
+		return fail(http.StatusForbidden, "FORBIDDEN", "an api-keys caller creates keys for its own owner only")
 	}
 	now := a.Now()
-	if !c.admin && req.Plan != "" {
-		return fail(http.StatusForbidden, "FORBIDDEN", "only an admin caller sets a key's plan")
-	}
-	spec := authz.KeySpec{Name: req.Name, Owner: req.Owner, Scopes: req.Scopes, Kind: req.Kind, Models: req.Models, Plan: req.Plan, BoundCert: req.BindCert}
+	spec := authz.KeySpec{Name: req.Name, Owner: req.Owner, Scopes: req.Scopes, Kind: req.Kind, Models: req.Models,
+		Plan: req.Plan, BoundCert: req.BindCert, CreatedBy: c.rec.ID}
 	if req.ExpiresIn != "" {
 		d, err := duration.Parse(req.ExpiresIn)
 		if err != nil || d <= 0 {
@@ -261,9 +311,13 @@ func (a *api) create(r *http.Request, c caller) reply {
 		}
 		spec.ExpiresAt = now.Add(d)
 	}
-	key, rec, err := a.Format.Issue(spec, now)
+	c.inherit(&spec)
+	key, rec, err := a.Format.Issue(spec, now) // validates sizes and syntax before bounds quote them
 	if err != nil {
 		return fail(http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+	}
+	if why := c.exceeds(spec); why != "" {
+		return fail(http.StatusForbidden, "FORBIDDEN", why)
 	}
 	if err := a.Store.Create(r.Context(), rec); err != nil {
 		return storeFailure(err)
@@ -297,6 +351,9 @@ func (a *api) rotate(r *http.Request, c caller) reply {
 		}
 		grace = d
 	}
+	if why := c.exceeds(successorSpec(old, a.Now())); why != "" {
+		return fail(http.StatusForbidden, "FORBIDDEN", "the new key would exceed the caller, so an admin must rotate this one: "+why)
+	}
 	rot, err := a.Store.Rotate(r.Context(), a.Format, old.ID, grace)
 	if err != nil {
 		return storeFailure(err)
@@ -304,7 +361,11 @@ func (a *api) rotate(r *http.Request, c caller) reply {
 	now := a.Now()
 	a.Audit.Write(audit.Event{Event: audit.KeyRotated, KeyID: old.ID, KeyHint: old.Hint, Owner: old.Owner, Actor: c.rec.ID,
 		Details: map[string]any{"new_id": rot.New.ID, "new_hint": rot.New.Hint, "old_valid_until": validUntil(rot.Old)}})
-	return reply{http.StatusCreated, RotateResponse{WithKey: WithKey{NewView(rot.New, now), rot.Key}, Old: NewView(rot.Old, now)}}
+	oldView, err := a.view(r.Context(), rot.Old)
+	if err != nil {
+		oldView = NewView(rot.Old, now) // the rotation is done: answer it, without the last use
+	}
+	return reply{http.StatusCreated, RotateResponse{WithKey: WithKey{NewView(rot.New, now), rot.Key}, Old: oldView}}
 }
 
 func (a *api) revoke(r *http.Request, c caller) reply {
@@ -317,7 +378,11 @@ func (a *api) revoke(r *http.Request, c caller) reply {
 		return storeFailure(err)
 	}
 	a.Audit.Write(audit.Event{Event: audit.KeyRevoked, KeyID: rec.ID, KeyHint: rec.Hint, Owner: rec.Owner, Actor: c.rec.ID})
-	return reply{http.StatusOK, NewView(rec, a.Now())}
+	v, err := a.view(r.Context(), rec)
+	if err != nil {
+		v = NewView(rec, a.Now()) // revoked all the same
+	}
+	return reply{http.StatusOK, v}
 }
 
 // ScopesRequest is the body of PATCH /api-keys/{id}.
@@ -346,7 +411,11 @@ func (a *api) setScopes(r *http.Request, c caller) reply {
 	}
 	a.Audit.Write(audit.Event{Event: audit.KeyScopesChanged, KeyID: rec.ID, KeyHint: rec.Hint, Owner: rec.Owner, Actor: c.rec.ID,
 		Details: map[string]any{"before": before.Scopes, "after": after.Scopes}})
-	return reply{http.StatusOK, NewView(after, a.Now())}
+	v, err := a.view(r.Context(), after)
+	if err != nil {
+		v = NewView(after, a.Now())
+	}
+	return reply{http.StatusOK, v}
 }
 
 func failBadRequest(msg string) reply { return fail(http.StatusBadRequest, "INVALID_REQUEST", msg) }

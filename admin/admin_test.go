@@ -2,17 +2,22 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/audit"
+	"github.com/keygate/keygate/certs"
+	"github.com/keygate/keygate/internal/certtest"
 	"github.com/keygate/keygate/internal/safebuf"
 	"github.com/keygate/keygate/internal/vaulttest"
 	"github.com/keygate/keygate/vaultstore"
@@ -23,51 +28,116 @@ var shared vaulttest.Shared
 func TestMain(m *testing.M) { os.Exit(shared.Main(m)) }
 
 type fixture struct {
-	url                         string
-	store                       *vaultstore.Store
-	engine                      *authz.Engine
-	audit                       *safebuf.Buffer
-	admin, owner, plain, otherB string // keys
-	otherRec                    authz.Record
-	keys                        []string // every key made, for the audit scan
+	url                          string
+	format                       authz.Format
+	store                        *vaultstore.Store
+	usage                        *vaultstore.Usage
+	engine                       *authz.Engine
+	audit                        *safebuf.Buffer
+	admin, owner, plain, otherB  string // keys
+	adminRec, plainRec, otherRec authz.Record
+	keys                         []string // every key made, for the audit scan
+	ca                           *certtest.CA
+	client                       *http.Client // trusts the server, presents no certificate
+
+	mu          sync.Mutex
+	vaultCalls  []string // the store's Vault requests, method and path
+	serverCerts *x509.CertPool
 }
+
+// certRule admits a client certificate with this SPIFFE ID as an api-keys caller.
+const certRuleSPIFFE = "spiffe://example.org/ns/ops/sa/keys"
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	v := shared.Get(t)
-	store, err := vaultstore.New(vaultstore.Config{Client: v.Client(t, nil), Path: vaulttest.UniquePath(t)})
+	fx := &fixture{audit: &safebuf.Buffer{}}
+	store, err := vaultstore.New(vaultstore.Config{Client: v.Client(t, func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			fx.mu.Lock()
+			fx.vaultCalls = append(fx.vaultCalls, r.Method+" "+r.URL.Path)
+			fx.mu.Unlock()
+			return next.RoundTrip(r)
+		})
+	}), Path: vaulttest.UniquePath(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f, _ := authz.NewFormat("mgx-sk-")
-	engine, err := authz.New(authz.Config{Format: f, Lookup: store})
+	engine, err := authz.New(authz.Config{Format: f, Lookup: store, IdentityRules: []authz.IdentityRule{
+		{Name: "key-robot", SPIFFE: certRuleSPIFFE, Scopes: []string{ScopeAPIKeys, "chat:*"}},
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &fixture{store: store, engine: engine, audit: &safebuf.Buffer{}}
-	mk := func(name, owner string, scopes ...string) (string, authz.Record) {
-		key, rec, err := f.Issue(authz.KeySpec{Name: name, Owner: owner, Scopes: scopes}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := store.Create(context.Background(), rec); err != nil {
-			t.Fatal(err)
-		}
-		fx.keys = append(fx.keys, key)
-		return key, rec
+	fx.format, fx.store, fx.engine, fx.usage = f, store, engine, store.NewUsage()
+	fx.admin, fx.adminRec = fx.mk(t, authz.KeySpec{Name: "ops", Owner: "acct_ops", Scopes: []string{ScopeAdmin}})
+	fx.owner, _ = fx.mk(t, authz.KeySpec{Name: "self-service", Owner: "acct_a", Scopes: []string{ScopeAPIKeys, "chat:completions"}})
+	fx.plain, fx.plainRec = fx.mk(t, authz.KeySpec{Name: "app", Owner: "acct_a", Scopes: []string{"chat:completions"}})
+	fx.otherB, fx.otherRec = fx.mk(t, authz.KeySpec{Name: "b app", Owner: "acct_b", Scopes: []string{"chat:completions"}})
+
+	// The listener's mTLS, as keygate serve sets it up: client certificates optional,
+	// verified by a certs.Verifier.
+	fx.ca = certtest.NewCA(t, "clients")
+	verifier, err := certs.NewVerifier(fx.ca.CertPEM, nil, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	fx.admin, _ = mk("ops", "acct_ops", ScopeAdmin)
-	fx.owner, _ = mk("self-service", "acct_a", ScopeAPIKeys, "chat:completions")
-	fx.plain, _ = mk("app", "acct_a", "chat:completions")
-	fx.otherB, fx.otherRec = mk("b app", "acct_b", "chat:completions")
-	srv := httptest.NewServer(New(Config{Engine: engine, Store: store, Format: f, Audit: audit.New(fx.audit)}))
+	peerOf := func(r *http.Request) authz.Peer {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			return authz.Peer{}
+		}
+		id, err := verifier.VerifyCert(r.TLS.PeerCertificates[0])
+		if err != nil {
+			return authz.Peer{Presented: true}
+		}
+		return authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
+			OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
+	}
+	srv := httptest.NewUnstartedServer(New(Config{Engine: engine, Store: store, Format: f, Audit: audit.New(fx.audit),
+		PeerOf: peerOf, Usage: fx.usage}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	fx.url = srv.URL
+	fx.url, fx.client = srv.URL, srv.Client()
+	fx.serverCerts = x509.NewCertPool()
+	fx.serverCerts.AddCert(srv.Certificate())
 	return fx
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// mk stores a new key for spec and returns it with its record.
+func (fx *fixture) mk(t *testing.T, spec authz.KeySpec) (string, authz.Record) {
+	t.Helper()
+	key, rec, err := fx.format.Issue(spec, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.store.Create(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	fx.keys = append(fx.keys, key)
+	return key, rec
+}
+
+// clientWith returns a client that presents leaf.
+func (fx *fixture) clientWith(leaf *certtest.Leaf) *http.Client {
+	cert := tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: fx.serverCerts,
+		Certificates: []tls.Certificate{cert}}}}
 }
 
 // call sends one request with the key as a Bearer token and decodes the JSON answer.
 func (fx *fixture) call(t *testing.T, key, method, path, body string) (int, http.Header, map[string]any, string) {
+	t.Helper()
+	return fx.callWith(t, fx.client, key, method, path, body, nil)
+}
+
+// callWith is call through a given client, with extra request headers.
+func (fx *fixture) callWith(t *testing.T, client *http.Client, key, method, path, body string, h http.Header) (int, http.Header, map[string]any, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -80,7 +150,10 @@ func (fx *fixture) call(t *testing.T, key, method, path, body string) (int, http
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

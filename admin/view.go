@@ -22,13 +22,17 @@ type View struct {
 	Models     []string   `json:"models,omitempty"`
 	Plan       string     `json:"plan,omitempty"`
 	BoundCert  string     `json:"bound_cert,omitempty"`
-	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	CreatedBy  string     `json:"created_by,omitempty"` // the admin caller's key that made it
+	// LastUsedAt is the last use flushed to the store (up to usage_flush behind); null
+	// when the key was never used.
+	LastUsedAt *time.Time `json:"last_used_at"`
 }
 
 // NewView returns r as shown at now.
 func NewView(r authz.Record, now time.Time) View {
 	v := View{ID: r.ID, Name: r.Name, Owner: r.Owner, Kind: r.Kind, Scopes: r.Scopes, Status: string(r.StatusAt(now)),
-		Hint: r.Hint, CreatedAt: r.CreatedAt, ReplacedBy: r.ReplacedBy, Models: r.Models, Plan: r.Plan, BoundCert: r.BoundCert}
+		Hint: r.Hint, CreatedAt: r.CreatedAt, ReplacedBy: r.ReplacedBy, Models: r.Models, Plan: r.Plan, BoundCert: r.BoundCert,
+		CreatedBy: r.CreatedBy}
 	if v.Scopes == nil {
 		v.Scopes = []string{}
 	}

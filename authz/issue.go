@@ -23,6 +23,7 @@ type KeySpec struct {
 	BoundCert string    // a SPIFFE ID or "sha256:<hex>" fingerprint the key is bound to
 	Scopes    []string  // each 1 to 64 printable ASCII characters without spaces or commas
 	ExpiresAt time.Time // zero: never expires
+	CreatedBy string    // the id of the key that asked for this one, if any
 }
 
 // Issue makes a new key for spec: the plaintext key, to be shown once and then
@@ -31,6 +32,10 @@ type KeySpec struct {
 func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err error) {
 	if err := spec.validate(now); err != nil {
 		return "", Record{}, err
+	}
+	if field := f.keyShaped(spec); field != "" {
+		// Not quoted: the value is the thing to keep out of the error and the record.
+		return "", Record{}, fmt.Errorf("%w: the %s looks like an API key; a key never goes in a record's fields", ErrInvalidKeySpec, field)
 	}
 	id, err := NewKeyID(nil)
 	if err != nil {
@@ -50,6 +55,7 @@ func (f Format) Issue(spec KeySpec, now time.Time) (key string, rec Record, err 
 		Models:    slices.Clone(spec.Models),
 		Plan:      spec.Plan,
 		BoundCert: spec.BoundCert,
+		CreatedBy: spec.CreatedBy,
 		Scopes:    slices.Compact(scopes),
 		Hash:      HashKey(key),
 		Hint:      f.Hint(key),
@@ -94,6 +100,24 @@ func ValidKeyID(id string) bool {
 		}
 	}
 	return true
+}
+
+// keyShaped names the first field of s that holds something Redact would replace, or "".
+func (f Format) keyShaped(s KeySpec) string {
+	shaped := func(v string) bool { return f.Redact(v) != v }
+	switch {
+	case shaped(s.Name):
+		return "name"
+	case shaped(s.Owner):
+		return "owner"
+	case shaped(s.BoundCert) && !validFingerprint(s.BoundCert):
+		return "bound certificate"
+	case slices.ContainsFunc(s.Scopes, shaped):
+		return "scope"
+	case slices.ContainsFunc(s.Models, shaped):
+		return "model"
+	}
+	return ""
 }
 
 func (s KeySpec) kind() Kind {
@@ -153,6 +177,9 @@ func (s KeySpec) validate(now time.Time) error {
 // spaces or commas (commas separate scopes in headers).
 func ValidateScopes(scopes []string) error {
 	for _, sc := range scopes {
+		if (Format{}).Redact(sc) != sc {
+			return fmt.Errorf("%w: a scope looks like an API key; a key never goes in a record's fields", ErrInvalidKeySpec)
+		}
 		if !printable(sc, 64, false) || strings.ContainsAny(sc, ", ") {
 			return fmt.Errorf("%w: scope %q must be 1 to 64 printable ASCII characters without spaces or commas", ErrInvalidKeySpec, sc)
 		}

@@ -35,25 +35,37 @@ func TestIssue(t *testing.T) {
 func TestIssueRejects(t *testing.T) {
 	f := mustFormat(t, "mgx-sk-")
 	now := time.Now()
+	pasted, _ := f.Generate(nil)
+	body := pasted[len("mgx-sk-"):]
 	for name, spec := range map[string]KeySpec{
-		"empty name":         {Owner: "o"},
-		"no owner":           {Name: "a"},
-		"expiring user key":  {Name: "a", Owner: "o", Kind: KindUser, ExpiresAt: now.Add(time.Hour)},
-		"unknown kind":       {Name: "a", Owner: "o", Kind: "service"},
-		"long name":          {Name: strings.Repeat("n", 65), Owner: "o"},
-		"name with newline":  {Name: "a\nb", Owner: "o"},
-		"name padded":        {Name: " App", Owner: "o"},
-		"non-ascii name":     {Name: "Prod – App", Owner: "o"},
-		"owner with space":   {Name: "a", Owner: "acct 1"},
-		"long owner":         {Name: "a", Owner: strings.Repeat("o", 129)},
-		"scope with comma":   {Name: "a", Owner: "o", Scopes: []string{"a,b"}},
-		"scope with space":   {Name: "a", Owner: "o", Scopes: []string{"chat completions"}},
-		"empty scope":        {Name: "a", Owner: "o", Scopes: []string{""}},
-		"expiry in the past": {Name: "a", Owner: "o", ExpiresAt: now.Add(-time.Second)},
+		"a key as name":       {Name: "my key " + pasted, Owner: "o"},
+		"a key as owner":      {Name: "a", Owner: pasted},
+		"a key body as owner": {Name: "a", Owner: "acct/" + body},
+		"a key as scope":      {Name: "a", Owner: "o", Scopes: []string{"read", pasted}},
+		"a key as model":      {Name: "a", Owner: "o", Models: []string{"gpt-4o", "MGX-SK-" + body}},
+		"a key as binding":    {Name: "a", Owner: "o", BoundCert: "spiffe://example.org/" + pasted},
+		"empty name":          {Owner: "o"},
+		"no owner":            {Name: "a"},
+		"expiring user key":   {Name: "a", Owner: "o", Kind: KindUser, ExpiresAt: now.Add(time.Hour)},
+		"unknown kind":        {Name: "a", Owner: "o", Kind: "service"},
+		"long name":           {Name: strings.Repeat("n", 65), Owner: "o"},
+		"name with newline":   {Name: "a\nb", Owner: "o"},
+		"name padded":         {Name: " App", Owner: "o"},
+		"non-ascii name":      {Name: "Prod – App", Owner: "o"},
+		"owner with space":    {Name: "a", Owner: "acct 1"},
+		"long owner":          {Name: "a", Owner: strings.Repeat("o", 129)},
+		"scope with comma":    {Name: "a", Owner: "o", Scopes: []string{"a,b"}},
+		"scope with space":    {Name: "a", Owner: "o", Scopes: []string{"chat completions"}},
+		"empty scope":         {Name: "a", Owner: "o", Scopes: []string{""}},
+		"expiry in the past":  {Name: "a", Owner: "o", ExpiresAt: now.Add(-time.Second)},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, _, err := f.Issue(spec, now); !errors.Is(err, ErrInvalidKeySpec) {
+			_, _, err := f.Issue(spec, now)
+			if !errors.Is(err, ErrInvalidKeySpec) {
 				t.Fatalf("Issue(%+v) = %v, want ErrInvalidKeySpec", spec, err)
+			}
+			if strings.Contains(err.Error(), body[:RandomLen]) {
+				t.Fatalf("the error quotes the key: %v", err)
 			}
 		})
 	}

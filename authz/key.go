@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"strings"
 )
 
 // Key layout: a configurable prefix, then BodyLen characters from the base62 alphabet.
@@ -146,6 +147,68 @@ func (f Format) Hint(key string) string {
 		return f.prefix + "..."
 	}
 	return f.prefix + "..." + key[len(key)-4:]
+}
+
+// Redact returns s with every key-shaped value in it replaced by its hint, so that a key
+// pasted where it does not belong (a path, an id, a header, a JSON field, an error) never
+// reaches a log. It looks at runs of letters and digits of at least BodyLen characters
+// and replaces a run when this format's prefix (in any letter case) comes right before
+// its body, whatever the checksum says, or when the run is not all hex digits: the
+// random characters are the secret whatever precedes them, while all-hex runs are
+// hashes and request ids (a random base62 body is all hex with a probability below
+// 1e-14). The prefix is replaced with the run. The zero Format redacts by the second
+// rule only. s itself is returned, without allocating, when nothing matches.
+func (f Format) Redact(s string) string {
+	var b []byte
+	done := 0 // s[:done] is in b already
+	for i := 0; i < len(s); {
+		if !isAlnum(s[i]) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(s) && isAlnum(s[j]) {
+			j++
+		}
+		if j-i >= BodyLen {
+			if start, ok := f.keyAt(s, i, j); ok {
+				start = max(start, done) // a prefix may overlap the run redacted before
+				if b == nil {
+					b = make([]byte, 0, len(s))
+				}
+				b = append(b, s[done:start]...)
+				b = append(b, f.prefix...)
+				b = append(b, "..."...)
+				b = append(b, s[j-4:j]...)
+				done = j
+			}
+		}
+		i = j
+	}
+	if b == nil {
+		return s
+	}
+	return string(append(b, s[done:]...))
+}
+
+// keyAt reports whether the run of letters and digits s[i:j] is to be redacted, and
+// where the redacted span starts: before the prefix when the prefix precedes the body.
+func (f Format) keyAt(s string, i, j int) (int, bool) {
+	// A prefix may end in letters or digits ("sk"), which then open the run.
+	head, tail := f.prefix, ""
+	for len(head) > 0 && isAlnum(head[len(head)-1]) {
+		head, tail = head[:len(head)-1], head[len(head)-1:]+tail
+	}
+	if f.prefix != "" && j-i-len(tail) >= BodyLen && i >= len(head) &&
+		strings.EqualFold(s[i-len(head):i], head) && strings.EqualFold(s[i:i+len(tail)], tail) {
+		return i - len(head), true
+	}
+	for k := i; k < j; k++ {
+		if c := s[k]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return i, true
+		}
+	}
+	return i, false
 }
 
 // appendChecksum appends the base62 CRC-32 (IEEE) of random. The loop over the string

@@ -219,3 +219,91 @@ func TestChecksumIsCRC32(t *testing.T) {
 		}
 	}
 }
+
+func TestRedact(t *testing.T) {
+	f := mustFormat(t, "mgx-sk-")
+	key, err := f.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := key[len("mgx-sk-"):]
+	bad := key[:len(key)-1] + flip(key[len(key)-1]) // checksum fails
+	hint := f.Hint(key)
+	hexBody := strings.Repeat("0123456789abcdef", 2)
+	for name, tc := range map[string]struct{ in, want string }{
+		"nothing":                   {"/api-keys/key_0123456789abcdef", "/api-keys/key_0123456789abcdef"},
+		"empty":                     {"", ""},
+		"the key":                   {key, hint},
+		"bad checksum":              {bad, f.Hint(bad)},
+		"in a path":                 {"/api-keys/" + key + "/rotate", "/api-keys/" + hint + "/rotate"},
+		"twice":                     {key + " " + key, hint + " " + hint},
+		"prefix doubled":            {"mgx-sk-" + key, "mgx-sk-" + hint},
+		"upper-case prefix":         {"MGX-SK-" + body, hint},
+		"mixed-case prefix":         {"Mgx-Sk-" + body, hint},
+		"no prefix":                 {"id=" + body, "id=" + hint},
+		"other prefix":              {"mutx_live_" + body, "mutx_live_" + hint},
+		"trailing letters":          {key + "xyz", "mgx-sk-..." + body[len(body)-1:] + "xyz"},
+		"leading letters":           {"abc" + body, "mgx-sk-..." + body[len(body)-4:]},
+		"inside a word":             {"abcmgx-sk-" + body, "abcmgx-sk-..." + body[len(body)-4:]},
+		"after newline escape":      {`\n` + key, `\n` + hint},
+		"all-hex body, prefixed":    {"mgx-sk-" + hexBody, "mgx-sk-...cdef"},
+		"all-hex run, no prefix":    {"req_" + hexBody, "req_" + hexBody},
+		"sha256 fingerprint":        {"sha256:" + hexBody + hexBody, "sha256:" + hexBody + hexBody},
+		"31 characters":             {body[:31], body[:31]},
+		"long run":                  {strings.Repeat("zZ", 300000), "mgx-sk-...zZzZ"},
+		"overlapping prefix":        {strings.Repeat("Z", 40) + "mgx-sk-" + body, "mgx-sk-...Zmgx" + "mgx-sk-..." + body[len(body)-4:]},
+		"json":                      {`{"id":"` + key + `"}`, `{"id":"` + hint + `"}`},
+		"percent-encoded elsewhere": {"%2F" + key, "%2F" + hint},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := f.Redact(tc.in)
+			if got != tc.want {
+				t.Fatalf("Redact(%.80q)\n= %.80q\nwant %.80q", tc.in, got, tc.want)
+			}
+			if tc.want != tc.in && strings.Contains(got, body[:RandomLen]) {
+				t.Fatal("the random part survived")
+			}
+		})
+	}
+	// A prefix that ends in letters opens the run.
+	sk := mustFormat(t, "sk")
+	k2, _ := sk.Generate(nil)
+	if got := sk.Redact("x " + k2); got != "x "+sk.Hint(k2) {
+		t.Fatalf("alnum prefix: %q", got)
+	}
+	// The zero Format redacts runs only.
+	if got := (Format{}).Redact("p=" + key); got != "p=mgx-sk-..."+key[len(key)-4:] {
+		t.Fatalf("zero format: %q", got)
+	}
+	clean := "/api-keys/key_0123456789abcdef/rotate req_" + hexBody
+	if n := testing.AllocsPerRun(100, func() { _ = f.Redact(clean) }); n != 0 {
+		t.Fatalf("Redact allocates %v times when nothing matches", n)
+	}
+}
+
+// FuzzRedact puts a fresh key into arbitrary text and checks that its random part never
+// survives Redact, and that nothing key-shaped does.
+func FuzzRedact(f *testing.F) {
+	format := mustFormat(f, "mgx-sk-")
+	for _, s := range []string{"", "/api-keys/", "mgx-sk-", "MGX-SK-", "abc", `\u003c`, "%2D", strings.Repeat("a", 40)} {
+		f.Add(s, uint(3), false)
+	}
+	f.Fuzz(func(t *testing.T, s string, pos uint, upper bool) {
+		key, err := format.Generate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if upper {
+			key = strings.ToUpper(key[:7]) + key[7:]
+		}
+		at := int(pos % uint(len(s)+1))
+		in := s[:at] + key + s[at:]
+		out := format.Redact(in)
+		if strings.Contains(out, key[7:7+RandomLen]) {
+			t.Fatalf("Redact(%q) = %q keeps the random part", in, out)
+		}
+		if again := format.Redact(out); again != out {
+			t.Fatalf("Redact left something key-shaped: %q -> %q", out, again)
+		}
+	})
+}

@@ -29,6 +29,9 @@ type Record struct {
 	// BoundCert, when set, binds the key to a client certificate: its SPIFFE ID, or
 	// "sha256:" and the certificate's fingerprint. The key is refused without it.
 	BoundCert string
+	// CreatedBy is the id of the admin API caller's key that created the key (rotations
+	// keep it); empty for keys made by the CLI or a rotation job.
+	CreatedBy string
 }
 
 // Kind is the kind of a key (MUTX's key types).

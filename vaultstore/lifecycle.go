@@ -148,7 +148,8 @@ func (s *Store) rotatable(r authz.Record) error {
 // successor issues the key that replaces old. id, when not empty, is the id it takes.
 func (s *Store) successor(f authz.Format, old authz.Record, id string) (string, authz.Record, error) {
 	now := s.now()
-	spec := authz.KeySpec{Name: old.Name, Owner: old.Owner, Scopes: old.Scopes, Kind: old.Kind, Models: old.Models, Plan: old.Plan, BoundCert: old.BoundCert}
+	spec := authz.KeySpec{Name: old.Name, Owner: old.Owner, Scopes: old.Scopes, Kind: old.Kind, Models: old.Models, Plan: old.Plan, BoundCert: old.BoundCert,
+		CreatedBy: old.CreatedBy}
 	if !old.ExpiresAt.IsZero() {
 		spec.ExpiresAt = now.Add(old.ExpiresAt.Sub(old.CreatedAt)) // the same lifetime
 	}

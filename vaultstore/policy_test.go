@@ -64,6 +64,12 @@ func TestShippedPoliciesAreEnoughAndNoMore(t *testing.T) {
 	if _, err := keysStore.Get(ctx, rec.ID); err != nil {
 		t.Fatalf("show with keys.hcl: %v", err)
 	}
+	if got, err := keysStore.ListOwner(ctx, rec.Owner); err != nil || len(got) != 1 {
+		t.Fatalf("owner list with keys.hcl: %d %v", len(got), err)
+	}
+	if !keysStore.ownersIndexed.Load() {
+		t.Fatal("keys.hcl could not complete the owner index")
+	}
 	// A duplicate id makes Create undo its id entry: the delete capability is needed.
 	dup := rec
 	dup.ID, dup.Name = "key_BBBBBBBBBBBBBBBB", "policy 2"
@@ -72,6 +78,10 @@ func TestShippedPoliciesAreEnoughAndNoMore(t *testing.T) {
 	}
 	if _, err := keysStore.Get(ctx, dup.ID); !errors.Is(err, ErrKeyNotFound) {
 		t.Fatalf("keys.hcl could not undo the refused id: %v", err)
+	}
+	var e ownerEntry
+	if _, err := keysStore.read(ctx, keysStore.ownerPath(dup.Owner, dup.ID), &e); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("keys.hcl could not undo the refused owner entry: %v", err)
 	}
 
 	if got, err := serveStore.Lookup(ctx, authz.HashKey(key)); err != nil || got.ID != rec.ID {
@@ -95,6 +105,9 @@ func TestShippedPoliciesAreEnoughAndNoMore(t *testing.T) {
 	}
 	if _, err := serveStore.List(ctx); err == nil {
 		t.Fatal("serve.hcl may list keys")
+	}
+	if _, err := serveStore.ListOwner(ctx, rec.Owner); err == nil {
+		t.Fatal("serve.hcl may list an owner's keys")
 	}
 	if _, err := serveStore.Revoke(ctx, rec.ID, time.Now()); err == nil {
 		t.Fatal("serve.hcl may revoke keys")

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -42,6 +43,7 @@ type Store struct {
 	lookupTimeout time.Duration
 	now           func() time.Time
 	tel           telemetry
+	ownersIndexed atomic.Bool // the owner index is complete (see owners.go)
 }
 
 var _ authz.KeyLookup = (*Store)(nil)
@@ -117,6 +119,7 @@ type storedRecord struct {
 	Models     []string   `json:"models,omitempty"`
 	Plan       string     `json:"plan,omitempty"`
 	BoundCert  string     `json:"bound_cert,omitempty"`
+	CreatedBy  string     `json:"created_by,omitempty"`
 	// PendingRotation is the id a rotation job has reserved for this key's successor
 	// before creating it, so a job that crashes half-way resumes instead of rotating
 	// the key twice.
@@ -132,7 +135,7 @@ func toStored(r authz.Record) storedRecord {
 		ID: r.ID, Name: r.Name, Owner: r.Owner, Scopes: r.Scopes, Kind: r.Kind,
 		KeySHA256: r.Hash.String(), Hint: r.Hint,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, ReplacedBy: r.ReplacedBy,
-		Models: r.Models, Plan: r.Plan, BoundCert: r.BoundCert,
+		Models: r.Models, Plan: r.Plan, BoundCert: r.BoundCert, CreatedBy: r.CreatedBy,
 	}
 }
 
@@ -150,7 +153,7 @@ func (s storedRecord) record() (authz.Record, error) {
 	return authz.Record{
 		ID: s.ID, Name: s.Name, Owner: s.Owner, Scopes: s.Scopes, Kind: s.Kind, Hash: h, Hint: s.Hint,
 		CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, ReplacedBy: s.ReplacedBy,
-		Models: s.Models, Plan: s.Plan, BoundCert: s.BoundCert,
+		Models: s.Models, Plan: s.Plan, BoundCert: s.BoundCert, CreatedBy: s.CreatedBy,
 	}, nil
 }
 
@@ -250,17 +253,26 @@ func (s *Store) Create(ctx context.Context, r authz.Record) error {
 	return s.put(ctx, r)
 }
 
-// put writes a new record and its id index, without claims.
+// put writes a new record, its owner index entry and its id index, without claims.
 func (s *Store) put(ctx context.Context, r authz.Record) error {
 	if !authz.ValidKeyID(r.ID) {
 		return fmt.Errorf("%w (want key_ and 16 letters or digits)", ErrInvalidKeyID)
 	}
+	if err := s.index(ctx, r); err != nil {
+		return err
+	}
+	undo := func(paths ...string) {
+		// Best effort: no index may point at a record that was never written.
+		for _, p := range paths {
+			_ = s.kv.DeleteMetadata(context.WithoutCancel(ctx), p)
+		}
+	}
 	if err := s.write(ctx, s.idPath(r.ID), idEntry{KeySHA256: r.Hash.String()}, 0); err != nil {
+		undo(s.ownerPath(r.Owner, r.ID))
 		return err
 	}
 	if err := s.write(ctx, s.recordPath(r.Hash), toStored(r), 0); err != nil {
-		// Best effort: the id must not point at a record that was never written.
-		_ = s.kv.DeleteMetadata(context.WithoutCancel(ctx), s.idPath(r.ID))
+		undo(s.idPath(r.ID), s.ownerPath(r.Owner, r.ID))
 		return err
 	}
 	return nil

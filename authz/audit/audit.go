@@ -1,15 +1,22 @@
 // Package audit writes keygate's audit log: one JSON object per line for every key
 // lifecycle event, admin API call and failed authentication.
 //
-// An event names a key by its id or hint, never by the key itself. A Log is safe for
-// concurrent use; a nil *Log discards events, so callers need no checks.
+// An event names a key by its id or hint, never by the key itself; and since ids, paths
+// and details can come from clients, the Log passes every string it writes (field
+// values, detail keys and values, at any depth) through a redactor that replaces
+// anything key-shaped by its hint. A Log is safe for concurrent use; a nil *Log discards
+// events, so callers need no checks.
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
+	"reflect"
 	"sync"
 	"time"
+
+	"github.com/keygate/keygate/authz"
 )
 
 // Event kinds.
@@ -41,13 +48,29 @@ type Event struct {
 
 // Log writes events to a writer.
 type Log struct {
-	mu  sync.Mutex
-	w   io.Writer
-	now func() time.Time
+	mu     sync.Mutex
+	w      io.Writer
+	now    func() time.Time
+	redact func(string) string
 }
 
-// New returns a Log writing to w.
-func New(w io.Writer) *Log { return &Log{w: w, now: time.Now} }
+// Option configures a Log.
+type Option func(*Log)
+
+// WithFormat redacts with the deployment's key format: f.Redact, which also catches a
+// key whose checksum is wrong. Pass it wherever the format is known.
+func WithFormat(f authz.Format) Option { return func(l *Log) { l.redact = f.Redact } }
+
+// New returns a Log writing to w. Without WithFormat it redacts with the zero
+// authz.Format, which knows no prefix but still replaces every run of 32 or more
+// letters and digits that is not all hex digits (a key's body, whatever its prefix).
+func New(w io.Writer, opts ...Option) *Log {
+	l := &Log{w: w, now: time.Now, redact: authz.Format{}.Redact}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
 
 // Write writes e as one line, stamping its time when unset. Write errors are dropped:
 // the audit log must never fail a request.
@@ -59,6 +82,12 @@ func (l *Log) Write(e Event) {
 		e.Time = l.now()
 	}
 	e.Time = e.Time.UTC()
+	for _, p := range []*string{&e.Event, &e.KeyID, &e.KeyHint, &e.Owner, &e.Actor, &e.Reason, &e.Source, &e.RequestID} {
+		*p = l.redact(*p)
+	}
+	if e.Details != nil {
+		e.Details = l.redactMap(e.Details)
+	}
 	line, err := json.Marshal(e)
 	if err != nil {
 		return
@@ -67,4 +96,56 @@ func (l *Log) Write(e Event) {
 	l.mu.Lock()
 	_, _ = l.w.Write(line)
 	l.mu.Unlock()
+}
+
+func (l *Log) redactMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[l.redact(k)] = l.redactValue(v)
+	}
+	return out
+}
+
+// redactValue returns v with its strings redacted. Strings, string slices and maps are
+// walked directly; numbers, booleans and times hold no text; anything else goes through
+// its JSON form, so that whatever Marshal would write is redacted too.
+func (l *Log) redactValue(v any) any {
+	switch x := v.(type) {
+	case nil, bool, int, int64, uint64, float64, time.Time, time.Duration:
+		return v
+	case string:
+		return l.redact(x)
+	case []string:
+		out := make([]string, len(x))
+		for i, s := range x {
+			out[i] = l.redact(s)
+		}
+		return out
+	case map[string]any:
+		return l.redactMap(x)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = l.redactValue(e)
+		}
+		return out
+	case json.Number:
+		return v
+	case error:
+		return l.redact(x.Error())
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.String { // authz.Kind and the like
+		return l.redact(rv.String())
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	var generic any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&generic); err != nil {
+		return nil
+	}
+	return l.redactValue(generic)
 }

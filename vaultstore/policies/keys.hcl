@@ -13,3 +13,9 @@ path "secret/metadata/keygate/ids" {
 path "secret/metadata/keygate/ids/*" {
   capabilities = ["delete"]
 }
+
+# The owner index: list one owner's keys; undo the entry of a key whose record could not
+# be written.
+path "secret/metadata/keygate/owners/*" {
+  capabilities = ["list", "delete"]
+}

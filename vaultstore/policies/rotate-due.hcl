@@ -13,6 +13,12 @@ path "secret/metadata/keygate/ids/*" {
   capabilities = ["delete"]
 }
 
+# The owner index: list one owner's keys; undo the entry of a key whose record could not
+# be written.
+path "secret/metadata/keygate/owners/*" {
+  capabilities = ["list", "delete"]
+}
+
 path "secret/data/apps/*" {
   capabilities = ["create", "read", "update"]
 }
