@@ -137,7 +137,7 @@ func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 		if a.PeerOf != nil {
 			req.Peer = a.PeerOf(r)
 		}
-		d, err := a.Engine.Check(r.Context(), &req)
+		d, err := a.Engine.Authenticate(r.Context(), &req)
 		ev := audit.Event{Event: audit.AdminCall, Source: r.RemoteAddr, RequestID: d.RequestID,
 			Details: map[string]any{"method": r.Method, "path": a.auditPath(r.URL.Path)}}
 		w.Header().Set("X-Request-Id", d.RequestID)

@@ -64,9 +64,13 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f, _ := authz.NewFormat("mgx-sk-")
+	// A strict policy (a route, unmatched requests denied): the admin API authorizes by
+	// scope and must work whatever the policy says.
+	deny := true
 	engine, err := authz.New(authz.Config{Format: f, Lookup: store, IdentityRules: []authz.IdentityRule{
 		{Name: "key-robot", SPIFFE: certRuleSPIFFE, Scopes: []string{ScopeAPIKeys, "chat:*"}},
-	}})
+	}, Policy: authz.Policy{Routes: []authz.Route{{Name: "chat", Path: "/v1/chat/completions", Scope: "chat:completions"}},
+		DenyUnmatched: &deny}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +208,7 @@ func TestAdminCaller(t *testing.T) {
 	}
 	fx.remember(m["key"])
 	id, _ := m["id"].(string)
-	if d, _ := fx.engine.Check(context.Background(), &authz.Request{APIKey: m["key"].(string)}); !d.Allowed() || d.Record.Owner != "acct_b" {
+	if d, _ := fx.engine.Authenticate(context.Background(), &authz.Request{APIKey: m["key"].(string)}); !d.Allowed() || d.Record.Owner != "acct_b" {
 		t.Fatalf("the created key is not accepted: %v", d.Reason)
 	}
 	if status, _, _, raw := fx.call(t, fx.admin, "POST", "/api-keys", `{"name":"Production App","owner":"acct_b"}`); status != 409 || !strings.Contains(raw, "NAME_TAKEN") {

@@ -127,7 +127,7 @@ func (c *keysCommand) open(ctx context.Context) error {
 	}
 	// "stdout" sends a command's audit lines to its standard error, so that what the
 	// command prints (JSON, for scripts) stays clean.
-	c.audit, c.closer, err = openAudit(c.cfg.AuditLog, c.stderr)
+	c.audit, c.closer, err = openAudit(c.cfg.AuditLog, c.stderr, c.format)
 	return err
 }
 

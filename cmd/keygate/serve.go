@@ -145,7 +145,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if limiterConn != nil {
 		defer limiterConn.Close()
 	}
-	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout)
+	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout, format)
 	if err != nil {
 		return err
 	}
@@ -222,7 +222,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	}{
 		{"mTLS terminator", cfg.Terminate.Addr, term, reloaders["terminate"]},
 		{"health", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics), reloaders["http"]},
-		{"admin API", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog,
+		{"admin API", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
 			DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(reloaders["admin"])}), reloaders["admin"]},
 	} {
 		if l.addr == "" {
