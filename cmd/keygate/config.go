@@ -75,7 +75,8 @@ type config struct {
 		TrustForwardedFrom []string             `json:"trust_forwarded_from"` // front proxies whose XFCC / Client-Cert header counts
 		IdentityRules      []authz.IdentityRule `json:"identity_rules"`       // certificates that need no key
 	} `json:"client_certs"`
-	Metrics struct {
+	Connections connLimits `json:"connections"` // per-listener caps and timeouts (limits.go)
+	Metrics     struct {
 		PerKey bool `json:"per_key"` // a series per key id (label cardinality): off by default
 	} `json:"metrics"`
 	RateLimits struct {
@@ -130,6 +131,7 @@ func defaultConfig() config {
 	c.Cache.MissRate = 100
 	c.Cache.MissBurst = 200
 	c.Cache.PollInterval = configDuration(500 * time.Millisecond)
+	c.Connections = defaultConnLimits()
 	return c
 }
 
