@@ -31,6 +31,9 @@ type Request struct {
 	BodyPartial bool
 	// Peer is the client certificate of the connection, as the adapter verified it.
 	Peer Peer
+	// Source names the client for the store's fair miss budget (ClientSource); "":
+	// only the shared budget applies.
+	Source string
 }
 
 // Peer is the client certificate a request came with.
@@ -168,8 +171,11 @@ func (e *Engine) Check(ctx context.Context, req *Request) (Decision, error) {
 		return e.deny(d, reason), nil
 	}
 	hash := HashKey(key)
-	rec, err := e.lookup.Lookup(ctx, hash)
+	rec, err := lookupFrom(ctx, e.lookup, hash, req.Source)
+	var refused *SourceRefusedError
 	switch {
+	case errors.As(err, &refused):
+		return e.RateLimited(d, refused.RetryAfter), nil
 	case errors.Is(err, ErrKeyNotFound):
 		return e.deny(d, ReasonUnknownKey), nil
 	case errors.Is(err, ErrStoreUnavailable):

@@ -222,6 +222,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Dec
 	if s.verifier != nil {
 		areq.Peer = s.peer(req.GetAttributes().GetSource().GetCertificate(), fwd)
 	}
+	areq.Source = authz.ClientSource(source(req), areq.Peer)
 	d, err := s.engine.Check(ctx, &areq)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "check undecided",
