@@ -32,6 +32,7 @@ import (
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/certs/terminator"
 	"github.com/keygate/keygate/envoy"
@@ -145,7 +146,21 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	cache, err := cfg.cache(store)
+	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout)
+	if err != nil {
+		return err
+	}
+	if auditFile != nil {
+		defer auditFile.Close()
+	}
+	cache, err := cfg.cache(store, func(source string, failures int) {
+		// Once per source and spray window: the source is an address or a certificate
+		// fingerprint, never a key.
+		log.Warn("client suspected of spraying keys; its uncached keys are refused for the spray window",
+			slog.String("source", source), slog.Int("unknown_keys", failures))
+		auditLog.Write(audit.Event{Event: audit.SpraySuspected, Source: source, Status: http.StatusTooManyRequests,
+			Details: map[string]any{"unknown_keys": failures, "window": time.Duration(cfg.Cache.SprayWindow).String()}})
+	})
 	if err != nil {
 		return err
 	}
@@ -164,13 +179,6 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	}
 	if limiterConn != nil {
 		defer limiterConn.Close()
-	}
-	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout)
-	if err != nil {
-		return err
-	}
-	if auditFile != nil {
-		defer auditFile.Close()
 	}
 	usage := store.NewUsage()
 
