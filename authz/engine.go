@@ -38,6 +38,9 @@ type Request struct {
 	BodyPartial bool
 	// Peer is the client certificate of the connection, as the adapter verified it.
 	Peer Peer
+	// Source is the client, for the store's fair miss budget; the zero Source: only
+	// the shared budget applies.
+	Source Source
 }
 
 // Peer is the client certificate a request came with.
@@ -233,8 +236,11 @@ func (e *Engine) check(ctx context.Context, req *Request, withPolicy bool) (Deci
 		return e.deny(d, reason), nil
 	}
 	hash := HashKey(key)
-	rec, err := e.lookup.Lookup(ctx, hash)
+	rec, err := lookupFrom(ctx, e.lookup, hash, req.Source)
+	var refused *SourceRefusedError
 	switch {
+	case errors.As(err, &refused):
+		return e.RateLimited(d, refused.RetryAfter), nil
 	case errors.Is(err, ErrKeyNotFound):
 		return e.deny(d, ReasonUnknownKey), nil
 	case errors.Is(err, ErrStoreUnavailable):

@@ -35,10 +35,14 @@ type ReloaderConfig struct {
 	Profile           string // ProfileDefault ("" too) or ProfileCNSA
 	// RequireClientCert refuses connections without a client certificate that verifies.
 	RequireClientCert bool
+	// OnReload, when set, is called after each reload that changed what is served (new
+	// file contents loaded), from Reload or Watch.
+	OnReload func()
 }
 
 // Reloader serves TLS with certificates read from files and reloaded when they change
-// or Reload is called (SIGHUP). A reload that fails keeps the old state and reports the
+// or Reload is called (SIGHUP). Without CertFile it only verifies client certificates
+// (a CA bundle and CRL that reload the same way). A reload that fails keeps the old state and reports the
 // error: a broken file never takes a listener down. Handshakes in flight keep the state
 // they started with; existing connections are not touched.
 type Reloader struct {
@@ -62,43 +66,78 @@ func NewReloader(cfg ReloaderConfig) (*Reloader, error) {
 	if cfg.RequireClientCert && cfg.ClientCAFile == "" {
 		return nil, errors.New("certs: requiring client certificates needs a client CA file")
 	}
+	if cfg.CertFile == "" && cfg.ClientCAFile == "" {
+		return nil, errors.New("certs: nothing to load: no certificate and no client CA file")
+	}
+	if cfg.CRLFile != "" && cfg.ClientCAFile == "" {
+		return nil, errors.New("certs: a CRL file needs a client CA file")
+	}
 	r := &Reloader{cfg: cfg}
-	if err := r.Reload(); err != nil {
+	files, err := r.read()
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	if err := r.load(files); err != nil {
 		return nil, err
 	}
-	r.reloads.Store(0)
 	return r, nil
 }
 
-// Reload reads every file again; on any error nothing changes.
+// Reload reads every file again; on any error nothing changes. Files whose contents are
+// those of the last load change nothing either: the verifier stays the same, so
+// verifications cached against it stay valid.
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	files, err := r.read()
 	if err != nil {
 		r.failures.Add(1)
+		r.mu.Unlock()
 		return fmt.Errorf("certs: reload: %w", err)
 	}
-	cert, err := tls.X509KeyPair(files[r.cfg.CertFile], files[r.cfg.KeyFile])
+	if stamp := stampOf(files); r.stamp != nil && bytes.Equal(stamp, r.stamp) {
+		r.mu.Unlock()
+		return nil
+	}
+	err = r.load(files)
+	r.mu.Unlock()
 	if err != nil {
 		r.failures.Add(1)
-		return fmt.Errorf("certs: reload %s: %w", r.cfg.CertFile, err)
+		return err
 	}
-	if k, ok := cert.Leaf.PublicKey.(*ecdsa.PublicKey); r.cfg.Profile == ProfileCNSA && (!ok || k.Curve != elliptic.P384()) {
-		r.failures.Add(1)
-		return fmt.Errorf("certs: reload %s: the cnsa profile needs a P-384 certificate", r.cfg.CertFile)
+	r.reloads.Add(1)
+	if r.cfg.OnReload != nil {
+		r.cfg.OnReload()
+	}
+	return nil
+}
+
+// load installs the files' certificate and verifier; r.mu is held.
+func (r *Reloader) load(files map[string][]byte) error {
+	var cert *tls.Certificate
+	if r.cfg.CertFile != "" {
+		c, err := tls.X509KeyPair(files[r.cfg.CertFile], files[r.cfg.KeyFile])
+		if err != nil {
+			return fmt.Errorf("certs: reload %s: %w", r.cfg.CertFile, err)
+		}
+		if k, ok := c.Leaf.PublicKey.(*ecdsa.PublicKey); r.cfg.Profile == ProfileCNSA && (!ok || k.Curve != elliptic.P384()) {
+			return fmt.Errorf("certs: reload %s: the cnsa profile needs a P-384 certificate", r.cfg.CertFile)
+		}
+		cert = &c
+	}
+	if r.cfg.CRLFile != "" && len(bytes.TrimSpace(files[r.cfg.CRLFile])) == 0 {
+		// A file caught mid-write is not "nothing is revoked".
+		return fmt.Errorf("certs: reload %s: %w: the file is empty", r.cfg.CRLFile, ErrBadCRL)
 	}
 	var v *Verifier
 	if r.cfg.ClientCAFile != "" {
+		var err error
 		if v, err = NewVerifier(files[r.cfg.ClientCAFile], files[r.cfg.CRLFile], nil); err != nil {
-			r.failures.Add(1)
 			return fmt.Errorf("certs: reload %s: %w", r.cfg.ClientCAFile, err)
 		}
 	}
-	r.cert.Store(&cert)
+	r.cert.Store(cert)
 	r.verifier.Store(v)
 	r.stamp = stampOf(files)
-	r.reloads.Add(1)
 	return nil
 }
 

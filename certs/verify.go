@@ -83,8 +83,16 @@ func (v *Verifier) Verify(der []byte) (Identity, error) {
 	return v.VerifyCert(cert)
 }
 
+// ErrCACert means a certificate that may sign other certificates (a CA: basic
+// constraints say so, or its key usage includes certificate signing) was presented as a
+// client certificate. A CA certificate is public; it never identifies a client.
+var ErrCACert = errors.New("a CA certificate is not a client certificate")
+
 // VerifyCert checks a parsed leaf certificate and returns its identity.
 func (v *Verifier) VerifyCert(cert *x509.Certificate) (Identity, error) {
+	if cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign != 0 {
+		return Identity{}, ErrCACert
+	}
 	now := v.now()
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
 		return Identity{}, ErrExpired

@@ -291,6 +291,10 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Dec
 	if s.verifier != nil {
 		areq.Peer = s.peer(req.GetAttributes().GetSource().GetCertificate(), fwd)
 	}
+	areq.Source.Addr = req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
+	if areq.Peer.Verified {
+		areq.Source.Fingerprint = areq.Peer.Fingerprint
+	}
 	d, err := s.engine.Check(ctx, &areq)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "check undecided",

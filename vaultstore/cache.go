@@ -33,6 +33,26 @@ type CacheConfig struct {
 	// 0 means 100 per second; MissBurst 0 means 2 × MissRate.
 	MissRate  float64
 	MissBurst int
+	// SourceMissRate and SourceMissBurst are each client's share of that budget
+	// (LookupFrom's source: a client address or certificate), taken before the shared
+	// budget, so one client spraying invented keys spends its own share, not everyone's.
+	// 0 means a tenth of MissRate (at least 1 per second); SourceMissBurst 0 means
+	// 2 × SourceMissRate.
+	SourceMissRate  float64
+	SourceMissBurst int
+	// SprayFailures unknown keys from one source within SprayWindow mark it as a
+	// sprayer: its uncached keys are refused without a read (authz.SourceRefusedError)
+	// until SprayWindow has passed since. 0 means 100, a negative value disables it;
+	// SprayWindow 0 means 1 minute.
+	SprayFailures int
+	SprayWindow   time.Duration
+	// Sources bounds the clients tracked for the above (least recently seen go first);
+	// 0 means 10,000.
+	Sources int
+	// OnSpraySuspected, when set, is called once each time a source is marked as a
+	// sprayer, with its failure count (serve writes the auth.spray_suspected audit
+	// event). It must not block.
+	OnSpraySuspected func(source string, failures int)
 	// PollInterval is how often Run reads the change feed; 0 means 500 ms.
 	PollInterval time.Duration
 	// Now returns the current time; nil means time.Now.
@@ -51,6 +71,13 @@ type CacheStats struct {
 	StaleServes   uint64 // records served past their TTL because Vault was unavailable
 	Throttled     uint64 // uncached keys denied without a read (miss budget)
 	Invalidations uint64 // change-feed polls that evicted records
+	// SourceThrottled counts uncached keys denied because their source's share of the
+	// miss budget was spent (also counted in Throttled).
+	SourceThrottled uint64
+	// SourceRefused counts uncached keys refused early from sources marked as sprayers;
+	// SpraySuspected counts the times a source was so marked.
+	SourceRefused  uint64
+	SpraySuspected uint64
 }
 
 // Cache is the key-record cache in front of a Store. It implements authz.KeyLookup:
@@ -65,6 +92,8 @@ type Cache struct {
 	lru    *lru.Cache[authz.KeyHash, entry]
 	group  singleflight.Group
 	misses *rate.Limiter
+	// sources is each client's share of the miss budget and its recent failures.
+	sources *lru.Cache[string, *sourceState]
 
 	// epoch changes whenever the feed evicts records; a read that started in an older
 	// epoch may hold a record from before the change and is not cached.
@@ -77,6 +106,17 @@ type Cache struct {
 	polled bool   // the feed has been read at least once
 
 	hits, negHits, missCount, evictions, stale, throttled, invalidations atomic.Uint64
+	sourceThrottled, sourceRefused, spraySuspected                       atomic.Uint64
+}
+
+// sourceState is one client's share of the miss budget and its failures in the
+// current window.
+type sourceState struct {
+	bucket *rate.Limiter
+	mu     sync.Mutex
+	start  time.Time // the current failure window's start
+	fails  int       // unknown keys in it
+	until  time.Time // refused until then (a suspected sprayer)
 }
 
 type entry struct {
@@ -113,17 +153,37 @@ func NewCache(store *Store, cfg CacheConfig) (*Cache, error) {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 500 * time.Millisecond
 	}
+	if cfg.SourceMissRate == 0 {
+		cfg.SourceMissRate = max(1, cfg.MissRate/10)
+	}
+	if cfg.SourceMissBurst == 0 {
+		cfg.SourceMissBurst = max(1, int(2*cfg.SourceMissRate))
+	}
+	if cfg.SprayFailures == 0 {
+		cfg.SprayFailures = 100
+	}
+	if cfg.SprayWindow == 0 {
+		cfg.SprayWindow = time.Minute
+	}
+	if cfg.Sources == 0 {
+		cfg.Sources = 10_000
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Size < 0 || cfg.TTL < 0 || cfg.NegativeTTL < 0 || cfg.MissRate < 0 || cfg.MissBurst < 0 || cfg.PollInterval < 0 {
+	if cfg.Size < 0 || cfg.TTL < 0 || cfg.NegativeTTL < 0 || cfg.MissRate < 0 || cfg.MissBurst < 0 || cfg.PollInterval < 0 ||
+		cfg.SourceMissRate < 0 || cfg.SourceMissBurst < 0 || cfg.SprayWindow < 0 || cfg.Sources < 0 {
 		return nil, errors.New("vaultstore: negative cache setting")
 	}
 	l, err := lru.New[authz.KeyHash, entry](cfg.Size)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{store: store, cfg: cfg, lru: l, misses: rate.NewLimiter(rate.Limit(cfg.MissRate), cfg.MissBurst)}
+	sources, err := lru.New[string, *sourceState](cfg.Sources)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{store: store, cfg: cfg, lru: l, misses: rate.NewLimiter(rate.Limit(cfg.MissRate), cfg.MissBurst), sources: sources}
 	if cfg.Metrics {
 		if err := registerCacheMetrics(c); err != nil {
 			return nil, err
@@ -132,8 +192,18 @@ func NewCache(store *Store, cfg CacheConfig) (*Cache, error) {
 	return c, nil
 }
 
-// Lookup returns the record for hash from the cache, or from Vault.
+// Lookup returns the record for hash from the cache, or from Vault, within the shared
+// miss budget only.
 func (c *Cache) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, error) {
+	return c.LookupFrom(ctx, hash, authz.Source{})
+}
+
+var _ authz.SourceLookup = (*Cache)(nil)
+
+// LookupFrom is Lookup for a request from source (authz.ClientSource): an uncached key
+// is read only within source's share of the miss budget, and not at all while source
+// is a suspected sprayer. "" is no source: only the shared budget applies.
+func (c *Cache) LookupFrom(ctx context.Context, hash authz.KeyHash, src authz.Source) (authz.Record, error) {
 	now := c.cfg.Now()
 	e, cached := c.lru.Get(hash)
 	if cached {
@@ -144,6 +214,7 @@ func (c *Cache) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, e
 			return e.rec, nil
 		case !e.found && age < c.cfg.NegativeTTL:
 			c.negHits.Add(1)
+			c.failed(sourceKey(src), now)
 			return authz.Record{}, fmt.Errorf("%w: cached", ErrKeyNotFound)
 		}
 	}
@@ -151,7 +222,16 @@ func (c *Cache) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, e
 	// A record past its TTL but inside the stale window is refreshed without the miss
 	// budget, and serves as it is if Vault cannot answer.
 	known := cached && e.found && now.Sub(e.at) < c.cfg.TTL+c.cfg.StaleFor
+	source := sourceKey(src)
+	if !known && source != "" {
+		if err := c.admit(source, now); err != nil {
+			return authz.Record{}, err
+		}
+	}
 	rec, err := c.fetch(ctx, hash, !known)
+	if errors.Is(err, ErrKeyNotFound) {
+		c.failed(source, now)
+	}
 	switch {
 	case err == nil || errors.Is(err, ErrKeyNotFound) || errors.Is(err, authz.ErrLookupThrottled):
 		return rec, err
@@ -160,6 +240,71 @@ func (c *Cache) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, e
 		return e.rec, nil
 	default:
 		return authz.Record{}, err
+	}
+}
+
+// sourceKey names a request's client; "" for none.
+func sourceKey(src authz.Source) string {
+	if src.IsZero() {
+		return ""
+	}
+	return src.Key()
+}
+
+// admit decides whether source may spend a read on an uncached key: not while it is a
+// suspected sprayer, and only within its share of the miss budget.
+func (c *Cache) admit(source string, now time.Time) error {
+	st := c.source(source, now)
+	st.mu.Lock()
+	until := st.until
+	st.mu.Unlock()
+	if now.Before(until) {
+		c.sourceRefused.Add(1)
+		return &authz.SourceRefusedError{RetryAfter: until.Sub(now)}
+	}
+	if !st.bucket.AllowN(now, 1) {
+		c.sourceThrottled.Add(1)
+		c.throttled.Add(1)
+		return authz.ErrLookupThrottled
+	}
+	return nil
+}
+
+// source returns source's state, tracking it if it is new.
+func (c *Cache) source(source string, now time.Time) *sourceState {
+	if st, ok := c.sources.Get(source); ok {
+		return st
+	}
+	st := &sourceState{bucket: rate.NewLimiter(rate.Limit(c.cfg.SourceMissRate), c.cfg.SourceMissBurst), start: now}
+	if prev, found, _ := c.sources.PeekOrAdd(source, st); found {
+		return prev
+	}
+	return st
+}
+
+// failed counts an unknown key from source; at SprayFailures within SprayWindow the
+// source is refused for SprayWindow.
+func (c *Cache) failed(source string, now time.Time) {
+	if source == "" || c.cfg.SprayFailures < 0 {
+		return
+	}
+	st := c.source(source, now)
+	st.mu.Lock()
+	if now.Sub(st.start) >= c.cfg.SprayWindow {
+		st.start, st.fails = now, 0
+	}
+	st.fails++
+	marked := st.fails == c.cfg.SprayFailures
+	if marked {
+		st.until = now.Add(c.cfg.SprayWindow)
+	}
+	fails := st.fails
+	st.mu.Unlock()
+	if marked {
+		c.spraySuspected.Add(1)
+		if c.cfg.OnSpraySuspected != nil {
+			c.cfg.OnSpraySuspected(source, fails)
+		}
 	}
 }
 
@@ -254,6 +399,7 @@ func (c *Cache) Stats() CacheStats {
 	return CacheStats{
 		Hits: c.hits.Load(), NegativeHits: c.negHits.Load(), Misses: c.missCount.Load(),
 		Evictions: c.evictions.Load(), StaleServes: c.stale.Load(), Throttled: c.throttled.Load(),
-		Invalidations: c.invalidations.Load(),
+		Invalidations: c.invalidations.Load(), SourceThrottled: c.sourceThrottled.Load(),
+		SourceRefused: c.sourceRefused.Load(), SpraySuspected: c.spraySuspected.Load(),
 	}
 }

@@ -79,6 +79,9 @@ func registerCacheMetrics(c *Cache) error {
 		{"keygate.cache.stale_serves", "Records served past their TTL because Vault was unavailable.", func(s CacheStats) uint64 { return s.StaleServes }},
 		{"keygate.cache.throttled", "Uncached keys denied without a Vault read (miss budget spent).", func(s CacheStats) uint64 { return s.Throttled }},
 		{"keygate.cache.invalidations", "Change-feed polls that evicted records.", func(s CacheStats) uint64 { return s.Invalidations }},
+		{"keygate.cache.source_throttled", "Uncached keys denied without a Vault read because their client's share of the miss budget was spent.", func(s CacheStats) uint64 { return s.SourceThrottled }},
+		{"keygate.cache.source_refused", "Uncached keys refused early (429) from clients suspected of spraying keys.", func(s CacheStats) uint64 { return s.SourceRefused }},
+		{"keygate.cache.spray_suspected", "Times a client was marked as spraying keys (auth.spray_suspected).", func(s CacheStats) uint64 { return s.SpraySuspected }},
 	}
 	insts := make([]metric.Int64ObservableCounter, len(names))
 	obs := make([]metric.Observable, len(names))

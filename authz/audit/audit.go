@@ -25,10 +25,11 @@ const (
 	KeyRotated       = "key.rotated"
 	KeyRevoked       = "key.revoked"
 	KeyScopesChanged = "key.scopes_changed"
-	KeyExpiredOnUse  = "key.expired_on_use" // an expired key was presented
-	KeyDelivered     = "key.delivered"      // a key was written to an application's Vault path
-	AuthFailed       = "auth.failed"        // a request was denied (reason says why)
-	AdminCall        = "admin.call"         // an admin API request, allowed or not
+	KeyExpiredOnUse  = "key.expired_on_use"   // an expired key was presented
+	KeyDelivered     = "key.delivered"        // a key was written to an application's Vault path
+	AuthFailed       = "auth.failed"          // a request was denied (reason says why)
+	AdminCall        = "admin.call"           // an admin API request, allowed or not
+	SpraySuspected   = "auth.spray_suspected" // a client presented many unknown keys; its uncached keys are refused for a while
 )
 
 // Event is one audit line. Empty fields are left out.

@@ -76,7 +76,8 @@ type config struct {
 		TrustForwardedFrom []envoy.TrustedProxy `json:"trust_forwarded_from"` // front proxies, each with the one header it sets
 		IdentityRules      []authz.IdentityRule `json:"identity_rules"`       // certificates that need no key
 	} `json:"client_certs"`
-	Metrics struct {
+	Connections connLimits `json:"connections"` // per-listener caps and timeouts (limits.go)
+	Metrics     struct {
 		PerKey bool `json:"per_key"` // a series per key id (label cardinality): off by default
 	} `json:"metrics"`
 	RateLimits struct {
@@ -93,13 +94,18 @@ type config struct {
 		} `json:"redis"`
 	} `json:"rate_limits"`
 	Cache struct {
-		Size         int            `json:"size"`          // records, known and unknown
-		TTL          configDuration `json:"ttl"`           // a record is read again after this
-		NegativeTTL  configDuration `json:"negative_ttl"`  // an unknown key is re-checked after this
-		StaleFor     configDuration `json:"stale_for"`     // serve past the TTL while Vault is down
-		MissRate     float64        `json:"miss_rate"`     // Vault reads/s for uncached keys
-		MissBurst    int            `json:"miss_burst"`    // reads at once for uncached keys
-		PollInterval configDuration `json:"poll_interval"` // change feed (revocations) poll
+		Size        int            `json:"size"`         // records, known and unknown
+		TTL         configDuration `json:"ttl"`          // a record is read again after this
+		NegativeTTL configDuration `json:"negative_ttl"` // an unknown key is re-checked after this
+		StaleFor    configDuration `json:"stale_for"`    // serve past the TTL while Vault is down
+		MissRate    float64        `json:"miss_rate"`    // Vault reads/s for uncached keys
+		MissBurst   int            `json:"miss_burst"`   // reads at once for uncached keys
+		// Each client's share of the above, and spray detection (vaultstore.CacheConfig).
+		SourceMissRate  float64        `json:"source_miss_rate"`
+		SourceMissBurst int            `json:"source_miss_burst"`
+		SprayFailures   int            `json:"spray_failures"` // unknown keys per window; -1: off
+		SprayWindow     configDuration `json:"spray_window"`
+		PollInterval    configDuration `json:"poll_interval"` // change feed (revocations) poll
 	} `json:"cache"`
 }
 
@@ -130,7 +136,12 @@ func defaultConfig() config {
 	c.Cache.StaleFor = configDuration(time.Hour)
 	c.Cache.MissRate = 100
 	c.Cache.MissBurst = 200
+	c.Cache.SourceMissRate = 10
+	c.Cache.SourceMissBurst = 20
+	c.Cache.SprayFailures = 100
+	c.Cache.SprayWindow = configDuration(time.Minute)
 	c.Cache.PollInterval = configDuration(500 * time.Millisecond)
+	c.Connections = defaultConnLimits()
 	return c
 }
 
@@ -269,11 +280,13 @@ func (cfg *config) store(client *api.Client) (*vaultstore.Store, error) {
 	})
 }
 
-func (cfg *config) cache(store *vaultstore.Store) (*vaultstore.Cache, error) {
+func (cfg *config) cache(store *vaultstore.Store, onSpray func(source string, failures int)) (*vaultstore.Cache, error) {
 	c := cfg.Cache
 	return vaultstore.NewCache(store, vaultstore.CacheConfig{
 		Size: c.Size, TTL: time.Duration(c.TTL), NegativeTTL: time.Duration(c.NegativeTTL),
 		StaleFor: time.Duration(c.StaleFor), MissRate: c.MissRate, MissBurst: c.MissBurst,
+		SourceMissRate: c.SourceMissRate, SourceMissBurst: c.SourceMissBurst, SprayFailures: c.SprayFailures,
+		SprayWindow: time.Duration(c.SprayWindow), OnSpraySuspected: onSpray,
 		PollInterval: time.Duration(c.PollInterval), Metrics: true,
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/certs/terminator"
 	"github.com/keygate/keygate/envoy"
@@ -38,6 +40,11 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// SIGHUP reloads; it must never stop keygate (Go's default), so it is caught for
+	// serve's whole life, before anything else.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fs := flag.NewFlagSet("keygate serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var common commonFlags
@@ -56,34 +63,48 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := common.load(fs)
+	// load reads the config file and applies the flags: at start, and on SIGHUP.
+	load := func() (config, error) {
+		cfg, err := common.load(fs)
+		if err != nil {
+			return cfg, err
+		}
+		setFlags(fs, map[string]flagField{
+			"grpc-addr":    {grpcAddr, &cfg.GRPCAddr},
+			"http-addr":    {httpAddr, &cfg.HTTPAddr},
+			"deny-profile": {profile, &cfg.DenyProfile},
+			"log-level":    {logLevel, &cfg.LogLevel},
+			"admin-addr":   {adminAddr, &cfg.AdminAddr},
+			"audit-log":    {auditLog, &cfg.AuditLog},
+			"terminate":    {terminate, &cfg.Terminate.Addr},
+			"upstream":     {upstream, &cfg.Terminate.Upstream},
+		})
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
-	setFlags(fs, map[string]flagField{
-		"grpc-addr":    {grpcAddr, &cfg.GRPCAddr},
-		"http-addr":    {httpAddr, &cfg.HTTPAddr},
-		"deny-profile": {profile, &cfg.DenyProfile},
-		"log-level":    {logLevel, &cfg.LogLevel},
-		"admin-addr":   {adminAddr, &cfg.AdminAddr},
-		"audit-log":    {auditLog, &cfg.AuditLog},
-		"terminate":    {terminate, &cfg.Terminate.Addr},
-		"upstream":     {upstream, &cfg.Terminate.Upstream},
-	})
 	level, err := cfg.logLevel()
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return serve(ctx, cfg, stdout, log)
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	return serve(ctx, cfg, stdout, log, &live{hup: hup, level: lv, config: load, current: cfg, log: log})
 }
 
 // serve runs the servers until ctx ends, then stops them gracefully: health reports
 // NOT_SERVING first, in-flight checks get cfg.ShutdownGrace to finish, and the last
-// usage times are flushed to Vault.
-func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
+// usage times are flushed to Vault. lv reloads what can change live (SIGHUP).
+func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, lv *live) error {
 	format, err := cfg.format()
 	if err != nil {
+		return err
+	}
+	limits := cfg.Connections
+	if err := limits.validate(); err != nil {
 		return err
 	}
 	// Telemetry first: the store, cache and servers take their instruments from it.
@@ -125,11 +146,25 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	cache, err := cfg.cache(store)
+	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout, format)
 	if err != nil {
 		return err
 	}
-	verifier, err := cfg.clientCerts()
+	if auditFile != nil {
+		defer auditFile.Close()
+	}
+	cache, err := cfg.cache(store, func(source string, failures int) {
+		// Once per source and spray window: the source is an address or a certificate
+		// fingerprint, never a key.
+		log.Warn("client suspected of spraying keys; its uncached keys are refused for the spray window",
+			slog.String("source", source), slog.Int("unknown_keys", failures))
+		auditLog.Write(audit.Event{Event: audit.SpraySuspected, Source: source, Status: http.StatusTooManyRequests,
+			Details: map[string]any{"unknown_keys": failures, "window": time.Duration(cfg.Cache.SprayWindow).String()}})
+	})
+	if err != nil {
+		return err
+	}
+	clientCerts, err := cfg.clientCertReloader(func() { log.Info("reloaded", slog.String("what", "client_certs")) })
 	if err != nil {
 		return err
 	}
@@ -145,23 +180,23 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if limiterConn != nil {
 		defer limiterConn.Close()
 	}
-	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout, format)
-	if err != nil {
-		return err
-	}
-	if auditFile != nil {
-		defer auditFile.Close()
-	}
 	usage := store.NewUsage()
 
-	reloaders, err := cfg.listenerReloaders()
+	reloaders, err := cfg.listenerReloaders(log)
 	if err != nil {
 		return err
 	}
-	if err := registerTLSMetrics(reloaders); err != nil {
+	lv.tls = maps.Clone(reloaders)
+	if clientCerts != nil {
+		lv.tls["client_certs"] = clientCerts
+	}
+	if err := registerTLSMetrics(lv.tls); err != nil {
 		return err
 	}
-	var grpcOpts []grpc.ServerOption
+	if err := registerReloadMetrics(lv); err != nil {
+		return err
+	}
+	grpcOpts := limits.grpcOptions()
 	if tel.tracing {
 		// A span per Check, continuing Envoy's trace. Only when traces are exported: the
 		// instrumentation costs about 10% of throughput (BENCHMARKS.md), and keygate's own
@@ -176,8 +211,10 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	opts := envoy.Options{KeepCredentials: cfg.KeepCredentials, Logger: log, Audit: auditLog, Usage: usage,
 		LimiterFailOpen: failOpen, PerKeyMetrics: cfg.Metrics.PerKey, TrustForwardedFrom: cfg.ClientCerts.TrustForwardedFrom}
 	switch {
-	case verifier != nil:
-		opts.ClientCerts = func() *certs.Verifier { return verifier }
+	case clientCerts != nil:
+		// A reloaded CA bundle or CRL is a new Verifier: the server's cache of verified
+		// certificates, keyed by it, starts over.
+		opts.ClientCerts = clientCerts.Verifier
 	case reloaders["terminate"] != nil:
 		// Without client_certs, the terminator's own CA bundle and CRL verify.
 		opts.ClientCerts = reloaders["terminate"].Verifier
@@ -197,13 +234,15 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	background.Go(func() { cache.Run(runCtx) })
 	background.Go(func() { usage.Run(runCtx, time.Duration(cfg.UsageFlush)) })
 	background.Go(func() { watchReadiness(runCtx, cache, &draining, hs, time.Duration(cfg.Cache.PollInterval), log) })
-	background.Go(func() { watchTLS(runCtx, reloaders, time.Duration(cfg.TLS.ReloadInterval), log) })
+	background.Go(func() { lv.run(runCtx, time.Duration(cfg.TLS.ReloadInterval)) })
 
-	glis, err := net.Listen("tcp", cfg.GRPCAddr)
+	tcp, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
-	errc := make(chan error, 3)
+	glis := newCapListener(tcp, "grpc", limits.MaxGRPC, false)
+	capped := []*capListener{glis}
+	errc := make(chan error, 4)
 	go func() { errc <- g.Serve(glis) }()
 
 	var httpServers []*http.Server
@@ -216,32 +255,41 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 		term = terminator.New(terminator.Config{Upstream: up, Checker: authzServer, MaxBody: cfg.Terminate.MaxBody, Logger: log})
 	}
 	for _, l := range []struct {
-		name, addr string
-		handler    http.Handler
-		tls        *certs.Reloader
+		name, metric, addr string
+		handler            http.Handler
+		tls                *certs.Reloader
 	}{
-		{"mTLS terminator", cfg.Terminate.Addr, term, reloaders["terminate"]},
-		{"health", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics), reloaders["http"]},
-		{"admin API", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
+		{"mTLS terminator", "terminate", cfg.Terminate.Addr, term, reloaders["terminate"]},
+		{"health", "http", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics), reloaders["http"]},
+		{"admin API", "admin", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
 			DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(reloaders["admin"])}), reloaders["admin"]},
 	} {
 		if l.addr == "" {
 			continue
 		}
-		lis, err := net.Listen("tcp", l.addr)
+		tcp, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			g.Stop()
 			return fmt.Errorf("%s listener: %w", l.name, err)
 		}
+		// The cap counts TCP connections, under TLS: a connection still in its handshake
+		// is idle and may be evicted.
+		cl := newCapListener(tcp, l.metric, limits.MaxHTTP, true)
+		capped = append(capped, cl)
+		var lis net.Listener = cl
 		if l.tls != nil {
 			lis = tls.NewListener(lis, l.tls.TLSConfig("h2", "http/1.1"))
 		}
-		srv := &http.Server{Handler: l.handler, ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)} // TLS handshake failures and the like
+		srv := limits.httpServer(l.handler, l.metric == "terminate", log)
 		httpServers = append(httpServers, srv)
 		go func() { errc <- srv.Serve(lis) }()
 		log.Info("serving "+l.name, slog.String("addr", lis.Addr().String()))
 	}
+	if err := registerConnMetrics(capped); err != nil {
+		g.Stop()
+		return err
+	}
+	limits.fdBudget(len(capped)-1, log)
 	log.Info("serving ext_authz", slog.String("addr", glis.Addr().String()),
 		slog.String("deny_profile", p.String()), slog.String("key_prefix", format.Prefix()),
 		slog.String("vault_path", cfg.Vault.Mount+"/"+cfg.Vault.Path), slog.String("version", version))
@@ -294,7 +342,12 @@ func expvarHandler(vars *expvar.Map) http.Handler {
 }
 
 // listenerReloaders loads the TLS files of each listener that has them.
-func (cfg *config) listenerReloaders() (map[string]*certs.Reloader, error) {
+func (cfg *config) listenerReloaders(log *slog.Logger) (map[string]*certs.Reloader, error) {
+	reloader := func(name string, l *listenerTLS) (*certs.Reloader, error) {
+		return certs.NewReloader(certs.ReloaderConfig{CertFile: l.CertFile, KeyFile: l.KeyFile, ClientCAFile: l.ClientCAFile,
+			CRLFile: l.CRLFile, Profile: l.Profile, RequireClientCert: l.RequireClientCert,
+			OnReload: func() { log.Info("reloaded", slog.String("what", "tls "+name)) }})
+	}
 	out := map[string]*certs.Reloader{}
 	if cfg.Terminate.Addr != "" {
 		t := cfg.Terminate.TLS
@@ -302,7 +355,7 @@ func (cfg *config) listenerReloaders() (map[string]*certs.Reloader, error) {
 			return nil, errors.New("terminate: the terminator needs terminate.tls with a client_ca_file: it always requires client certificates")
 		}
 		t.RequireClientCert = true
-		r, err := t.reloader()
+		r, err := reloader("terminate", t)
 		if err != nil {
 			return nil, fmt.Errorf("terminate.tls: %w", err)
 		}
@@ -315,43 +368,13 @@ func (cfg *config) listenerReloaders() (map[string]*certs.Reloader, error) {
 		if l.tls == nil || l.addr == "" {
 			continue
 		}
-		r, err := l.tls.reloader()
+		r, err := reloader(name, l.tls)
 		if err != nil {
 			return nil, fmt.Errorf("tls.%s: %w", name, err)
 		}
 		out[name] = r
 	}
 	return out, nil
-}
-
-// watchTLS reloads the listeners' certificates when their files change, and at once on
-// SIGHUP, until ctx ends. A failed reload keeps the old certificates and is logged.
-func watchTLS(ctx context.Context, reloaders map[string]*certs.Reloader, every time.Duration, log *slog.Logger) {
-	if len(reloaders) == 0 {
-		return
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for name, r := range reloaders {
-		go r.Watch(ctx, every, func(err error) {
-			log.Error("tls reload failed; keeping the old certificates", slog.String("listener", name), slog.String("error", err.Error()))
-		})
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			for name, r := range reloaders {
-				if err := r.Reload(); err != nil {
-					log.Error("tls reload failed; keeping the old certificates", slog.String("listener", name), slog.String("error", err.Error()))
-				} else {
-					log.Info("tls reloaded", slog.String("listener", name))
-				}
-			}
-		}
-	}
 }
 
 // peerOf returns how the admin API learns a caller's verified client certificate: from
