@@ -47,7 +47,7 @@ commands:
   keys      create, list, show and revoke API keys
   check     send one authorization check to a running keygate, as Envoy would
   certs     a private PKI: init-ca, issue, inspect, revoke (CRL)
-  version   print the version
+  version   print the version (also: keygate --version)
 
 Run "keygate <command> -h" for a command's flags.
 `
@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCheck(ctx, args[1:], stdout, stderr)
 	case "certs":
 		return runCerts(ctx, args[1:], stdout, stderr)
-	case "version":
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "keygate", version)
 		return nil
 	case "-h", "-help", "--help", "help":
