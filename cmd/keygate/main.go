@@ -15,11 +15,22 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=…".
+// version is stamped at build time with -ldflags "-X main.version=…" (make build, make
+// dev, make image). A binary built by "go install …@vX.Y.Z" reports its module version.
 var version = "dev"
+
+func init() {
+	if version != "dev" {
+		return
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		version = bi.Main.Version
+	}
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
