@@ -63,8 +63,9 @@ start() { "$@" 9>&- & pids+=($!); echo "${pids[*]}" >"$dev/pids"; }
 vault_bin=$(scripts/vault-build.sh)
 say "building keygate $version and the echo upstream (go build; cached after the first run)"
 mkdir -p bin
-go build -trimpath -ldflags "-X main.version=$version" -o bin/keygate ./cmd/keygate
-go build -trimpath -o bin/keygate-echo ./scripts/echo
+# Static, like make image: the two share Go's build cache.
+CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o bin/keygate ./cmd/keygate
+CGO_ENABLED=0 go build -trimpath -o bin/keygate-echo ./scripts/echo
 
 # Certificates survive restarts; keygate certs never overwrite a file.
 tls="$dev/tls"
