@@ -43,7 +43,7 @@ func TestSystemdUnit(t *testing.T) {
 			directives[l] = true
 		}
 	}
-	for _, want := range []string{"NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "DynamicUser=yes",
+	for _, want := range []string{"NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
 		"User=keygate", "ExecReload=/bin/kill -HUP $MAINPID", "CapabilityBoundingSet=",
 		"ExecStart=/usr/local/bin/keygate serve --config /etc/keygate/keygate.yaml"} {
 		if !directives[want] {
