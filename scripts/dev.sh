@@ -126,6 +126,7 @@ for _ in $(seq 100); do
   kill -0 "${pids[0]}" 2>/dev/null || { cat "$dev/vault.log" >&2; die "Vault did not start"; }
   sleep 0.1
 done
+curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null 2>&1 || { cat "$dev/vault.log" >&2; die "Vault is not answering on $VAULT_ADDR"; }
 printf 'VAULT_ADDR=%s\nVAULT_TOKEN=%s\n' "$VAULT_ADDR" "$VAULT_TOKEN" >"$dev/vault.env"
 
 say "creating the demo account's keys"
