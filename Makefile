@@ -3,7 +3,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration bench fuzz soak lint fmt dev vault deps clean
+.PHONY: all build test test-integration bench fuzz soak lint fmt dev demo image install vault deps clean
 SOAKTIME ?= 3m
 
 all: build
@@ -16,13 +16,14 @@ build:
 vault:
 	@scripts/vault-build.sh >/dev/null
 
-## deps: what the tests run besides Go and Vault: Debian's redis-server (installed if missing)
+## deps: what the tests run besides Go and Vault: Debian's redis-server, buildah, podman, runc, systemd-analyze (installed if missing)
 deps:
-	@command -v redis-server >/dev/null || scripts/install-deps.sh
+	@scripts/install-deps.sh
 
 ## test: everything CI runs: format and vet checks, then all tests with the race detector
 test: vault deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd deploy && $(GO) test -count=1 ./...
 
 ## test-integration: only the packages that start a real Vault or Redis
 test-integration: vault deps
@@ -57,9 +58,22 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## dev: Vault dev server + demo key + keygate serve, on loopback
+## dev: the mTLS demo on loopback: Vault dev server, private CA, demo keys, keygate, terminator, echo upstream
 dev:
-	scripts/dev.sh
+	VERSION=$(VERSION) scripts/dev.sh
+
+## demo: the same as dev
+demo: dev
+
+## image: the container image (deploy/Containerfile) as an OCI archive in dist/, built with buildah
+image:
+	VERSION=$(VERSION) scripts/image.sh
+
+PREFIX ?= /usr/local
+## install: keygate into $(PREFIX)/bin (DESTDIR for packaging)
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/keygate $(DESTDIR)$(PREFIX)/bin/keygate
 
 clean:
-	rm -rf bin .dev
+	rm -rf bin dist .dev

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Installs what keygate's tests need from Debian's packages: redis-server (for the shared
-# rate limiter). The tests start their own redis-server on loopback; the package's own
-# service is not used.
+# Installs what keygate's tests need from Debian's packages:
+#   redis-server                  the shared rate limiter (the tests start their own servers)
+#   buildah, podman, runc         make image and the test that runs the image
+#   systemd (systemd-analyze)     the systemd unit's check
+#   curl                          make dev's printed commands, the demo test
+# The packages' own services are not used.
 set -euo pipefail
-if command -v redis-server >/dev/null; then
-  exit 0
-fi
+want=()
+command -v redis-server >/dev/null || want+=(redis-server)
+command -v buildah >/dev/null || want+=(buildah)
+command -v podman >/dev/null || want+=(podman)
+command -v runc >/dev/null || want+=(runc)
+command -v systemd-analyze >/dev/null || want+=(systemd)
+command -v curl >/dev/null || want+=(curl)
+[ ${#want[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || { echo "install-deps: run as root or install redis-server" >&2; exit 1; }
+  command -v sudo >/dev/null || { echo "install-deps: run as root or install ${want[*]}" >&2; exit 1; }
   sudo=sudo
 fi
-echo "install-deps: installing redis-server" >&2
+echo "install-deps: installing ${want[*]}" >&2
 $sudo apt-get update -q >/dev/null
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends redis-server >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${want[@]}" >/dev/null
 # Debian starts the packaged service; the tests run their own servers, so stop it.
 $sudo service redis-server stop >/dev/null 2>&1 || true

@@ -19,7 +19,10 @@ fi
 
 mkdir -p "$cache/vault-$version"
 exec 9>"$cache/vault-$version/.lock"
-flock 9
+if ! flock -n 9; then
+  echo "vault-build: another Vault build is running on this machine; waiting for it" >&2
+  flock 9
+fi
 # Another build may have finished while we waited for the lock.
 if [ -x "$bin" ] && "$bin" version >/dev/null 2>&1; then
   echo "$bin"

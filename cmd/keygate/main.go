@@ -15,11 +15,22 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=…".
+// version is stamped at build time with -ldflags "-X main.version=…" (make build, make
+// dev, make image). A binary built by "go install …@vX.Y.Z" reports its module version.
 var version = "dev"
+
+func init() {
+	if version != "dev" {
+		return
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		version = bi.Main.Version
+	}
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,7 +58,7 @@ commands:
   keys      create, list, show and revoke API keys
   check     send one authorization check to a running keygate, as Envoy would
   certs     a private PKI: init-ca, issue, inspect, revoke (CRL)
-  version   print the version
+  version   print the version (also: keygate --version)
 
 Run "keygate <command> -h" for a command's flags.
 `
@@ -66,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCheck(ctx, args[1:], stdout, stderr)
 	case "certs":
 		return runCerts(ctx, args[1:], stdout, stderr)
-	case "version":
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "keygate", version)
 		return nil
 	case "-h", "-help", "--help", "help":
