@@ -3,7 +3,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration bench fuzz soak lint fmt dev vault deps clean
+.PHONY: all build test test-integration bench bench-tls fuzz soak lint fmt dev vault deps clean
 SOAKTIME ?= 3m
 
 all: build
@@ -31,6 +31,10 @@ test-integration: vault deps
 ## bench: the in-process check benchmarks
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./authz/ ./envoy/
+
+## bench-tls: the mTLS terminator against nginx (nginx-light), side by side on loopback (~40 s)
+bench-tls: vault
+	$(GO) run ./scripts/benchtls
 
 ## fuzz: each fuzz target for FUZZTIME (seed corpora: <package>/testdata/fuzz/)
 fuzz:

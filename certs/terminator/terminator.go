@@ -36,6 +36,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -134,12 +135,30 @@ func New(cfg Config) *Terminator {
 	peers, _ := lru.New[*x509.Certificate, *peerInfo](4096)
 	t := &Terminator{cfg: cfg, peers: peers}
 	t.proxy = &httputil.ReverseProxy{
-		Rewrite:       t.rewrite,
-		Transport:     cfg.Transport,
-		FlushInterval: -1, // stream: every write of the upstream reaches the client at once
+		Rewrite:    t.rewrite,
+		Transport:  cfg.Transport,
+		BufferPool: buffers{},
+		// 0: responses of unknown length (streams) and text/event-stream are flushed on
+		// every write by the proxy itself; fixed-length ones go out in one write at the
+		// end instead of a header write, a timer goroutine and a flush per write.
+		FlushInterval: 0,
 		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return t
+}
+
+// buffers recycles the 32 KiB buffers the proxy copies response bodies through, which
+// it would otherwise allocate for every request.
+type buffers struct{}
+
+var bufferPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (buffers) Get() []byte { return bufferPool.Get().(*[32 << 10]byte)[:] }
+
+func (buffers) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		bufferPool.Put((*[32 << 10]byte)(b[:32<<10]))
+	}
 }
 
 // allowance is what an allowed request carries from the check to rewrite.
