@@ -153,8 +153,10 @@ func TestTerminator(t *testing.T) {
 		if h.Get("X-Api-Key-Id") != fx.key.ID || h.Get("Authorization") != "" || len(h.Values("X-Api-Key-Id")) != 1 {
 			t.Fatalf("upstream headers %v", h)
 		}
-		if x := h.Get("X-Forwarded-Client-Cert"); !strings.Contains(x, "URI=spiffe://example.org/ns/edge/sa/envoy") || !strings.Contains(x, "Hash=") {
-			t.Fatalf("XFCC %q", x)
+		x := h.Get("X-Forwarded-Client-Cert")
+		if els, err := certs.ParseXFCC(x); err != nil || len(els) != 1 || els[0].Hash == "" ||
+			len(els[0].URI) != 1 || els[0].URI[0] != "spiffe://example.org/ns/edge/sa/envoy" {
+			t.Fatalf("XFCC %q: %v", x, err)
 		}
 		if resp.Header.Get("X-API-Key-ID") != fx.key.ID || resp.Header.Get("X-Request-ID") == "" {
 			t.Fatalf("client headers %v", resp.Header)
@@ -487,7 +489,8 @@ func TestTerminatorReloadUnderTraffic(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Requests flow before the swap and after it: counted, not timed (the machine may be slow).
+	waitUntilOK(t, func() bool { return sent.Load() >= 5 })
 	next, err := certs.Issue(fx.pki.ca, certs.IssueOptions{CommonName: "keygate rotated", Server: true, DNSNames: []string{"127.0.0.1"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -508,7 +511,8 @@ func TestTerminatorReloadUnderTraffic(t *testing.T) {
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName == "keygate rotated"
 	})
-	time.Sleep(300 * time.Millisecond)
+	after := sent.Load()
+	waitUntilOK(t, func() bool { return sent.Load() >= after+5 })
 	close(stop)
 	<-loop
 	t.Logf("%d requests while the certificate was swapped, %d failed", sent.Load(), failed.Load())
