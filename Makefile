@@ -3,7 +3,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration bench fuzz soak lint fmt dev demo image install vault deps clean
+.PHONY: all build test test-integration bench bench-tls fuzz soak lint fmt dev demo image install vault deps clean
 SOAKTIME ?= 3m
 
 all: build
@@ -33,6 +33,10 @@ test-integration: vault deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./authz/ ./envoy/
 
+## bench-tls: the mTLS terminator against nginx (nginx-light), side by side on loopback (~40 s)
+bench-tls: vault
+	$(GO) run ./scripts/benchtls
+
 ## fuzz: each fuzz target for FUZZTIME (seed corpora: <package>/testdata/fuzz/)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFormatCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
@@ -43,6 +47,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXFCC$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvoyPEM$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClientCert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
+	$(GO) test -run '^$$' -fuzz '^FuzzXFCCValue$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/terminator/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
 
 ## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks

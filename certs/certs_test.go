@@ -185,3 +185,28 @@ func FuzzParseClientCert(f *testing.F) {
 		}
 	})
 }
+
+// TestIssueRefusesUnsafeSANs: a SAN that would need quoting in a certificate header, or
+// holds whitespace or control characters, is refused when the certificate is issued.
+func TestIssueRefusesUnsafeSANs(t *testing.T) {
+	ca, err := NewCA("sites", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []string{",", ";", `"`, `\`, " ", "\t", "\n", "\r", "\x00", "\x7f", "\u00a0", "\u2028", "\xff"}
+	for _, c := range bad {
+		spiffe := "spiffe://example.org/ns/prod/sa/web" + c + "URI=spiffe://example.org/ns/prod/sa/billing"
+		if _, err := Issue(ca, IssueOptions{CommonName: "web", SPIFFEID: spiffe, TTL: time.Minute}); err == nil {
+			t.Errorf("SPIFFE ID with %q was issued", c)
+		}
+		if _, err := Issue(ca, IssueOptions{CommonName: "web", DNSNames: []string{"web" + c + "x.internal"}, TTL: time.Minute}); err == nil {
+			t.Errorf("DNS name with %q was issued", c)
+		} else if !strings.Contains(err.Error(), "DNS name") {
+			t.Errorf("unclear error %q", err)
+		}
+	}
+	ok, err := Issue(ca, IssueOptions{CommonName: "web", SPIFFEID: "spiffe://example.org/ns/prod/sa/web", DNSNames: []string{"web.internal", "127.0.0.1"}, TTL: time.Minute})
+	if err != nil || len(ok.Cert.URIs) != 1 || len(ok.Cert.DNSNames) != 1 || len(ok.Cert.IPAddresses) != 1 {
+		t.Fatalf("a plain certificate: %v", err)
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // A small private PKI for air-gapped sites: a CA, server and client certificates signed
@@ -87,6 +89,9 @@ func Issue(ca Bundle, o IssueOptions) (Bundle, error) {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
 	if o.SPIFFEID != "" {
+		if err := checkSAN("SPIFFE ID", o.SPIFFEID); err != nil {
+			return Bundle{}, err
+		}
 		u, err := url.Parse(o.SPIFFEID)
 		if err != nil || u.Scheme != "spiffe" || u.Host == "" {
 			return Bundle{}, fmt.Errorf("certs: %q is not a spiffe:// ID", o.SPIFFEID)
@@ -94,6 +99,9 @@ func Issue(ca Bundle, o IssueOptions) (Bundle, error) {
 		tmpl.URIs = []*url.URL{u}
 	}
 	for _, n := range o.DNSNames {
+		if err := checkSAN("DNS name", n); err != nil {
+			return Bundle{}, err
+		}
 		if ip := net.ParseIP(n); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		} else {
@@ -105,6 +113,24 @@ func Issue(ca Bundle, o IssueOptions) (Bundle, error) {
 		return Bundle{}, err
 	}
 	return sign(tmpl, key, ca.Cert, caKey)
+}
+
+// checkSAN refuses a SAN that headers describing the certificate could not carry
+// plainly: ',' and ';' separate x-forwarded-client-cert elements and pairs, '"' and
+// '\' are its quoting, and whitespace or control characters have no place in a name.
+func checkSAN(what, v string) error {
+	if v == "" {
+		return fmt.Errorf("certs: an empty %s", what)
+	}
+	for _, r := range v {
+		switch {
+		case r == ',' || r == ';' || r == '"' || r == '\\':
+			return fmt.Errorf("certs: %s %q holds %q, which certificate headers cannot carry", what, v, r)
+		case unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError:
+			return fmt.Errorf("certs: %s %q holds whitespace, a control character or invalid UTF-8", what, v)
+		}
+	}
+	return nil
 }
 
 func sign(tmpl *x509.Certificate, key *ecdsa.PrivateKey, parent *x509.Certificate, signer crypto.Signer) (Bundle, error) {

@@ -4,27 +4,44 @@
 // itself, and reverse-proxies allowed requests to one upstream with streaming, HTTP/2
 // towards the client and WebSocket upgrades intact.
 //
-// To the upstream it sends the identity headers (x-api-key-id, -name, -scopes,
-// x-request-id) and an x-forwarded-client-cert describing the verified client
-// certificate, after removing any such headers the client sent, and the credential
-// headers unless configured to keep them.
+// The upstream request is built in one place, the reverse proxy's Rewrite, after the
+// hop-by-hop headers (and whatever the client's Connection header names) are gone:
+//   - removed: every client header whose name, folded to lower case with '_' read as
+//     '-', is one keygate sets (x-api-key-id, x-api-key-name, x-api-key-scopes,
+//     x-request-id, x-forwarded-client-cert, client-cert, forwarded, x-forwarded-for,
+//     -host, -proto); the credential headers the Check names in headers_to_remove
+//     (authorization and x-api-key unless keep_credentials), in any case; credential
+//     headers spelt with '_' always (the check never read them); all request trailers.
+//   - set: the Check's identity headers, an x-forwarded-client-cert describing the
+//     verified client certificate (every value quoted), and X-Forwarded-For/-Host/-Proto.
+//
+// Requests asking to switch to h2c (Upgrade: h2c, or an HTTP2-Settings header) are
+// refused with a 400. The Check sees the body only when the Checker says the route
+// needs it (BodyChecker); that read is bounded by Config.BodyTimeout.
 package terminator
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/keygate/keygate/certs"
 )
@@ -34,6 +51,13 @@ type Checker interface {
 	Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error)
 }
 
+// BodyChecker is a Checker that can tell from the request line whether its decision
+// reads the body (a model check). When the Checker does not implement it, the body is
+// always read (up to MaxBody) before the check.
+type BodyChecker interface {
+	NeedsBody(method, host, path string) bool
+}
+
 // Config configures a Terminator.
 type Config struct {
 	Upstream *url.URL // where allowed requests go (http or https)
@@ -41,54 +65,133 @@ type Config struct {
 	// MaxBody is how much of a request body the check sees (model routes), as Envoy's
 	// with_request_body max_request_bytes; 0 means 64 KiB. The upstream gets it all.
 	MaxBody int64
-	Logger  *slog.Logger
+	// BodyTimeout bounds the time, counted from the end of the headers, the client has
+	// to send the part of the body the check sees; a client slower than that gets a 408
+	// and the connection is closed. 0 means 5 s. It does not bound the rest of the body,
+	// which streams to the upstream once the request is allowed.
+	BodyTimeout time.Duration
+	// Transport carries allowed requests to the upstream; nil means NewTransport(nil).
+	Transport http.RoundTripper
+	Logger    *slog.Logger
 }
 
 // Terminator is the HTTP handler behind the TLS listener.
 type Terminator struct {
 	cfg   Config
 	proxy *httputil.ReverseProxy
+	peers *lru.Cache[*x509.Certificate, *peerInfo]
 }
 
-// identityHeaders are set by keygate only: copies the client sent are removed.
-var identityHeaders = []string{"x-api-key-id", "x-api-key-name", "x-api-key-scopes", "x-forwarded-client-cert", "client-cert"}
+// peerInfo is what the terminator writes about a client certificate, computed once per
+// parsed certificate (every request of a connection shares it).
+type peerInfo struct {
+	escapedPEM string // Envoy's URL-escaped PEM, for the CheckRequest and XFCC's Cert
+	xfcc       string
+}
+
+// ownedHeaders are set by keygate only: any client header that folds to one of them is
+// removed.
+var ownedHeaders = []string{
+	"x-api-key-id", "x-api-key-name", "x-api-key-scopes", "x-request-id",
+	"x-forwarded-client-cert", "client-cert",
+	"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+}
+
+// credentialHeaders carry API keys: their '_' spellings never reach the upstream.
+var credentialHeaders = []string{"authorization", "x-api-key"}
+
+// NewTransport returns the transport to the upstream: a keep-alive pool sized for a busy
+// terminator (idle connections are reused instead of a new one per request), HTTP/2
+// towards https upstreams that offer it, and bounded connect and handshake times. It
+// uses no proxy from the environment. tlsConf may be nil (the system roots).
+func NewTransport(tlsConf *tls.Config) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConf,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          0, // no overall cap: there is one upstream
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// No ResponseHeaderTimeout: a model may think for minutes before its first byte.
+	}
+}
 
 // New returns a Terminator.
 func New(cfg Config) *Terminator {
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 64 << 10
 	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Terminator{cfg: cfg}
+	if cfg.Transport == nil {
+		cfg.Transport = NewTransport(nil)
+	}
+	peers, _ := lru.New[*x509.Certificate, *peerInfo](4096)
+	t := &Terminator{cfg: cfg, peers: peers}
 	t.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(cfg.Upstream)
-			pr.SetXForwarded()
-			pr.Out.Host = pr.In.Host
-		},
-		FlushInterval: -1, // stream: every write of the upstream reaches the client at once
+		Rewrite:    t.rewrite,
+		Transport:  cfg.Transport,
+		BufferPool: buffers{},
+		// 0: responses of unknown length (streams) and text/event-stream are flushed on
+		// every write by the proxy itself; fixed-length ones go out in one write at the
+		// end instead of a header write, a timer goroutine and a flush per write.
+		FlushInterval: 0,
 		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return t
 }
 
+// buffers recycles the 32 KiB buffers the proxy copies response bodies through, which
+// it would otherwise allocate for every request.
+type buffers struct{}
+
+var bufferPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (buffers) Get() []byte { return bufferPool.Get().(*[32 << 10]byte)[:] }
+
+func (buffers) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		bufferPool.Put((*[32 << 10]byte)(b[:32<<10]))
+	}
+}
+
+// allowance is what an allowed request carries from the check to rewrite.
+type allowance struct {
+	ok   *authv3.OkHttpResponse
+	peer *peerInfo
+}
+
+type allowanceKey struct{}
+
 // ServeHTTP checks the request and proxies it, or answers the denial.
 func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := t.checkRequest(r)
+	if wantsH2C(r.Header) {
+		t.refuse(w, r, http.StatusBadRequest, "h2c upgrades are not supported")
+		return
+	}
+	peer := t.peer(r)
+	req, err := t.checkRequest(w, r, peer)
 	if err != nil {
-		http.Error(w, "cannot read the request body", http.StatusBadRequest)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.refuse(w, r, http.StatusRequestTimeout, "the request body was not sent in time")
+			return
+		}
+		t.refuse(w, r, http.StatusBadRequest, "cannot read the request body")
 		return
 	}
 	resp, err := t.cfg.Checker.Check(r.Context(), req)
 	if err != nil { // Envoy's status_on_error: never an allow
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = io.WriteString(w, `{"error":"authorization unavailable"}`)
+		t.refuse(w, r, http.StatusServiceUnavailable, "authorization unavailable")
 		return
 	}
 	if d := resp.GetDeniedResponse(); d != nil {
+		stopReading(w, r)
 		setHeaders(w.Header(), d.GetHeaders())
 		w.WriteHeader(int(d.GetStatus().GetCode()))
 		_, _ = io.WriteString(w, d.GetBody())
@@ -96,21 +199,132 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ok := resp.GetOkResponse()
 	if resp.GetStatus().GetCode() != 0 || ok == nil { // not an explicit allow: refuse
-		http.Error(w, "forbidden", http.StatusForbidden)
+		t.refuse(w, r, http.StatusForbidden, "forbidden")
 		return
 	}
-	for _, h := range identityHeaders {
-		r.Header.Del(h)
-	}
-	for _, h := range ok.GetHeadersToRemove() {
-		r.Header.Del(h)
-	}
-	setHeaders(r.Header, ok.GetHeaders())
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		r.Header.Set("X-Forwarded-Client-Cert", xfcc(r))
-	}
 	setHeaders(w.Header(), ok.GetResponseHeadersToAdd())
-	t.proxy.ServeHTTP(w, r)
+	ctx := context.WithValue(r.Context(), allowanceKey{}, &allowance{ok: ok, peer: peer})
+	t.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// rewrite builds the upstream request. It runs after the reverse proxy removed the
+// hop-by-hop headers and those the client's Connection header named, so nothing set
+// here can be stripped by the client.
+func (t *Terminator) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(t.cfg.Upstream)
+	pr.Out.Host = pr.In.Host
+	pr.Out.Trailer = nil // request trailers never reach the upstream
+	a, _ := pr.In.Context().Value(allowanceKey{}).(*allowance)
+	var remove []string
+	if a != nil {
+		remove = a.ok.GetHeadersToRemove()
+	}
+	h := pr.Out.Header
+	for name := range h {
+		if dropped(name, remove) {
+			delete(h, name)
+		}
+	}
+	pr.SetXForwarded()
+	if a == nil { // only ServeHTTP proxies, always with an allowance
+		return
+	}
+	setHeaders(h, a.ok.GetHeaders())
+	if a.peer != nil {
+		h["X-Forwarded-Client-Cert"] = []string{a.peer.xfcc}
+	}
+}
+
+// dropped reports whether a client header must not reach the upstream: it folds to a
+// header keygate sets, to one the check says to remove, or to a credential header
+// spelt with '_'.
+func dropped(name string, remove []string) bool {
+	for _, o := range ownedHeaders {
+		if foldEqual(name, o) {
+			return true
+		}
+	}
+	for _, o := range remove {
+		if foldEqual(name, o) {
+			return true
+		}
+	}
+	if strings.IndexByte(name, '_') >= 0 {
+		for _, o := range credentialHeaders {
+			if foldEqual(name, o) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// foldEqual compares a header name with a lower-case, '-'-separated one, ignoring case
+// and reading '_' as '-' (as CGI, WSGI and Rack servers merge them).
+func foldEqual(name, lower string) bool {
+	if len(name) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// wantsH2C reports a request to switch to cleartext HTTP/2, which has no place on a
+// TLS connection and would let the client talk to the upstream unchecked.
+func wantsH2C(h http.Header) bool {
+	for name, vs := range h {
+		if foldEqual(name, "http2-settings") {
+			return true
+		}
+		if !foldEqual(name, "upgrade") {
+			continue
+		}
+		for _, v := range vs {
+			for _, tok := range strings.Split(v, ",") {
+				tok = strings.TrimSpace(tok)
+				if i := strings.IndexByte(tok, '/'); i >= 0 {
+					tok = tok[:i]
+				}
+				if strings.EqualFold(tok, "h2c") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// refuse answers a request the terminator itself turns down.
+func (t *Terminator) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	stopReading(w, r)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, `{"error":"`+msg+`"}`)
+}
+
+// stopReading makes an HTTP/1 server give up the rest of a request body at once before
+// it answers: otherwise it would wait for up to 256 KiB of it, as slowly as the client
+// cares to send, before the answer goes out. The connection is then closed unless the
+// body had fully arrived. HTTP/2 streams need nothing: the answer ends the stream.
+func stopReading(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && hasBody(r) {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
+}
+
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
 func setHeaders(h http.Header, opts []*corev3.HeaderValueOption) {
@@ -120,18 +334,20 @@ func setHeaders(h http.Header, opts []*corev3.HeaderValueOption) {
 }
 
 // checkRequest builds the CheckRequest Envoy would send for r: the connection's client
-// certificate as URL-escaped PEM, the headers (lower case, repeated ones joined), and
-// the body up to MaxBody. It puts the body back for the upstream.
-func (t *Terminator) checkRequest(r *http.Request) (*authv3.CheckRequest, error) {
-	headers := make(map[string]string, len(r.Header)+4)
+// certificate as URL-escaped PEM, the headers (lower case, repeated ones joined), and,
+// when the check needs it, the body up to MaxBody, read within BodyTimeout. It puts the
+// body back for the upstream.
+func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, peer *peerInfo) (*authv3.CheckRequest, error) {
+	path := r.URL.RequestURI()
+	headers := make(map[string]string, len(r.Header)+5)
 	for k, v := range r.Header {
-		headers[strings.ToLower(k)] = strings.Join(v, ",")
+		headers[lowerName(k)] = strings.Join(v, ",")
 	}
-	headers[":method"], headers[":path"], headers[":authority"], headers[":scheme"] = r.Method, r.URL.RequestURI(), r.Host, "https"
-	h := &authv3.AttributeContext_HttpRequest{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host,
+	headers[":method"], headers[":path"], headers[":authority"], headers[":scheme"] = r.Method, path, r.Host, "https"
+	h := &authv3.AttributeContext_HttpRequest{Method: r.Method, Path: path, Host: r.Host,
 		Scheme: "https", Protocol: r.Proto, Headers: headers, Size: r.ContentLength}
-	if r.Body != nil && r.Body != http.NoBody {
-		buf, err := io.ReadAll(io.LimitReader(r.Body, t.cfg.MaxBody+1))
+	if hasBody(r) && t.needsBody(r.Method, r.Host, path) {
+		buf, err := t.readBody(w, r)
 		if err != nil {
 			return nil, err
 		}
@@ -145,12 +361,12 @@ func (t *Terminator) checkRequest(r *http.Request) (*authv3.CheckRequest, error)
 	}
 	src := &authv3.AttributeContext_Peer{}
 	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		p, _ := strconv.ParseUint(port, 10, 32)
+		p, _ := strconv.ParseUint(port, 10, 16)
 		src.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 			Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}
 	}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		src.Certificate = escapePEM(r.TLS.PeerCertificates[0].Raw)
+	if peer != nil {
+		src.Certificate = peer.escapedPEM
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Source:  src,
@@ -158,9 +374,70 @@ func (t *Terminator) checkRequest(r *http.Request) (*authv3.CheckRequest, error)
 	}}, nil
 }
 
+func (t *Terminator) needsBody(method, host, path string) bool {
+	if bc, ok := t.cfg.Checker.(BodyChecker); ok {
+		return bc.NeedsBody(method, host, path)
+	}
+	return true
+}
+
+// readBody reads up to MaxBody+1 bytes of the body within BodyTimeout.
+func (t *Terminator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	bounded := rc.SetReadDeadline(time.Now().Add(t.cfg.BodyTimeout)) == nil
+	var b bytes.Buffer
+	if n := r.ContentLength; n > 0 {
+		b.Grow(int(min(n, t.cfg.MaxBody+1)))
+	}
+	_, err := b.ReadFrom(io.LimitReader(r.Body, t.cfg.MaxBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if bounded {
+		_ = rc.SetReadDeadline(time.Time{}) // the rest streams to the upstream
+	}
+	return b.Bytes(), nil
+}
+
 type readCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// commonNames are the lower-case forms of the headers most requests carry, so that
+// building the CheckRequest does not allocate for them.
+var commonNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"accept", "accept-encoding", "accept-language", "authorization", "cache-control",
+		"connection", "content-length", "content-type", "cookie", "expect", "origin", "referer", "te",
+		"traceparent", "tracestate", "user-agent", "x-api-key", "x-request-id", "openai-organization",
+		"openai-project", "x-stainless-lang", "x-stainless-package-version", "x-stainless-os",
+		"x-stainless-arch", "x-stainless-runtime", "x-stainless-runtime-version", "x-stainless-retry-count"} {
+		m[http.CanonicalHeaderKey(n)] = n
+	}
+	return m
+}()
+
+func lowerName(k string) string {
+	if l, ok := commonNames[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
+}
+
+// peer returns what is written about the connection's client certificate, or nil.
+func (t *Terminator) peer(r *http.Request) *peerInfo {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil
+	}
+	c := r.TLS.PeerCertificates[0]
+	if p, ok := t.peers.Get(c); ok {
+		return p
+	}
+	p := &peerInfo{escapedPEM: escapePEM(c.Raw)}
+	p.xfcc = xfcc(c, p.escapedPEM)
+	t.peers.Add(c, p)
+	return p
 }
 
 // escapePEM is Envoy's URL-escaped PEM of a certificate.
@@ -168,19 +445,49 @@ func escapePEM(der []byte) string {
 	return url.PathEscape(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
 }
 
-// xfcc describes the verified client certificate in Envoy's format.
-func xfcc(r *http.Request) string {
-	c := r.TLS.PeerCertificates[0]
+// xfcc describes a verified client certificate as Envoy's SANITIZE_SET does (Hash,
+// Cert, Subject, URI, DNS), with every value quoted so that ',', ';', '=' in a SAN or
+// subject cannot split it: Envoy's documented rule for XFCC values, applied to all of
+// them, with '"' and '\' escaped by '\' (what certs.ParseXFCC reads back). Control
+// characters, which no header value may carry, are written as %XX.
+func xfcc(c *x509.Certificate, escapedPEM string) string {
 	id := certs.IdentityOf(c)
 	var b strings.Builder
-	b.WriteString("Hash=" + strings.TrimPrefix(id.Fingerprint, "sha256:"))
-	b.WriteString(`;Cert="` + escapePEM(c.Raw) + `"`)
-	b.WriteString(`;Subject="` + strings.ReplaceAll(c.Subject.String(), `"`, `\"`) + `"`)
+	b.Grow(len(escapedPEM) + 256)
+	sum := strings.TrimPrefix(id.Fingerprint, "sha256:")
+	writeXFCC(&b, "Hash", sum)
+	writeXFCC(&b, "Cert", escapedPEM)
+	writeXFCC(&b, "Subject", c.Subject.String())
 	for _, u := range id.URIs {
-		b.WriteString(";URI=" + u)
+		writeXFCC(&b, "URI", u)
 	}
 	for _, d := range id.DNS {
-		b.WriteString(";DNS=" + d)
+		writeXFCC(&b, "DNS", d)
 	}
 	return b.String()
+}
+
+const hexDigits = "0123456789ABCDEF"
+
+// writeXFCC appends key="value" to an XFCC element.
+func writeXFCC(b *strings.Builder, key, v string) {
+	if b.Len() > 0 {
+		b.WriteByte(';')
+	}
+	b.WriteString(key)
+	b.WriteString(`="`)
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			b.WriteByte('%')
+			b.WriteByte(hexDigits[c>>4])
+			b.WriteByte(hexDigits[c&0xf])
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
 }

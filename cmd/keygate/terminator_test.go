@@ -27,7 +27,8 @@ func upstream(t *testing.T, release chan struct{}) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		_ = json.NewEncoder(w).Encode(map[string]any{"headers": r.Header, "body": string(body), "proto": r.Proto})
+		_ = json.NewEncoder(w).Encode(map[string]any{"headers": r.Header, "body": string(body), "proto": r.Proto,
+			"trailers": r.Trailer, "host": r.Host})
 	})
 	mux.HandleFunc("/v1/models", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -152,8 +153,10 @@ func TestTerminator(t *testing.T) {
 		if h.Get("X-Api-Key-Id") != fx.key.ID || h.Get("Authorization") != "" || len(h.Values("X-Api-Key-Id")) != 1 {
 			t.Fatalf("upstream headers %v", h)
 		}
-		if x := h.Get("X-Forwarded-Client-Cert"); !strings.Contains(x, "URI=spiffe://example.org/ns/edge/sa/envoy") || !strings.Contains(x, "Hash=") {
-			t.Fatalf("XFCC %q", x)
+		x := h.Get("X-Forwarded-Client-Cert")
+		if els, err := certs.ParseXFCC(x); err != nil || len(els) != 1 || els[0].Hash == "" ||
+			len(els[0].URI) != 1 || els[0].URI[0] != "spiffe://example.org/ns/edge/sa/envoy" {
+			t.Fatalf("XFCC %q: %v", x, err)
 		}
 		if resp.Header.Get("X-API-Key-ID") != fx.key.ID || resp.Header.Get("X-Request-ID") == "" {
 			t.Fatalf("client headers %v", resp.Header)
@@ -224,6 +227,167 @@ func TestTerminator(t *testing.T) {
 			t.Fatalf("good certificate, no key: want the profile's 401:\n%s", out)
 		}
 	})
+}
+
+// raw sends hand-written HTTP/1.1 bytes over a TLS connection with the client
+// certificate, and reads one response.
+func (fx *termFixture) raw(t *testing.T, request string) (*http.Response, string) {
+	t.Helper()
+	cfg := fx.pki.clientTLS(t, true)
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", fx.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// upstreamSaw is what the echo upstream recorded.
+type upstreamSaw struct {
+	Headers  http.Header `json:"headers"`
+	Trailers http.Header `json:"trailers"`
+	Body     string      `json:"body"`
+}
+
+// TestTerminatorBuildsTheUpstreamRequest sends, with a valid key, every way a client
+// might forge or strip the identity keygate gives the upstream: Connection naming the
+// identity headers, '_' spellings (which CGI-style servers read as '-'), mixed case,
+// duplicates, forged XFCC and Client-Cert, and request trailers (declared and not)
+// carrying credentials and identity. The upstream must see exactly keygate's values.
+func TestTerminatorBuildsTheUpstreamRequest(t *testing.T) {
+	fx := startTerminator(t)
+	forged := []string{
+		"Connection: close, X-Api-Key-Id, X-Api-Key-Scopes, x-forwarded-client-cert, x-request-id, X-Forwarded-For",
+		"X_Api_Key_Id: key_forged", "X_Api_Key_Scopes: admin", "x_api_key_name: forged", "X_API_KEY_ID: key_forged",
+		"x-api-key-id: key_forged", "X-API-KEY-ID: key_forged", "X-Api-Key-Scopes: admin", "x-api-key-scopes: admin",
+		"X-Forwarded-Client-Cert: By=spiffe://evil;URI=spiffe://example.org/ns/prod/sa/admin",
+		"x_forwarded_client_cert: URI=spiffe://example.org/ns/prod/sa/admin", "Client-Cert: :AAAA:", "client_cert: :AAAA:",
+		"X_Request_Id: forged", "X_Forwarded_For: 10.0.0.1", "x_forwarded_proto: http", "Forwarded: for=10.0.0.1",
+		"X_Api_Key: mgx-sk-forged", "Authorization_: x", "authorization_x: y",
+	}
+	for name, tc := range map[string]struct{ body, trailer string }{
+		"content-length body":               {body: "Content-Length: 5\r\n\r\nhello"},
+		"chunked body with trailers":        {body: "Transfer-Encoding: chunked\r\nTrailer: Authorization, X-Api-Key-Id, X_Api_Key_Scopes\r\n\r\n5\r\nhello\r\n0\r\n", trailer: "Authorization: Bearer mgx-sk-forged\r\nX-Api-Key-Id: key_forged\r\nX_Api_Key_Scopes: admin\r\nX-Undeclared: x\r\n\r\n"},
+		"chunked body, undeclared trailers": {body: "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n", trailer: "X-Api-Key-Id: key_forged\r\nAuthorization: Bearer x\r\n\r\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := "POST /echo HTTP/1.1\r\nHost: api.example.com\r\nX-API-Key: " + fx.key.Key + "\r\n" +
+				strings.Join(forged, "\r\n") + "\r\n" + tc.body + tc.trailer
+			resp, body := fx.raw(t, req)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d: %s", resp.StatusCode, body)
+			}
+			var saw upstreamSaw
+			if err := json.Unmarshal([]byte(body), &saw); err != nil {
+				t.Fatal(err)
+			}
+			h := saw.Headers
+			for name, want := range map[string]string{
+				"X-Api-Key-Id": fx.key.ID, "X-Api-Key-Scopes": "models:read", "X-Request-Id": resp.Header.Get("X-Request-Id"),
+				"X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com",
+			} {
+				if got := h.Values(name); len(got) != 1 || got[0] != want {
+					t.Errorf("upstream %s: %q, want exactly %q", name, got, want)
+				}
+			}
+			if got := h.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "127.0.0.1" {
+				t.Errorf("X-Forwarded-For %q", got)
+			}
+			if len(h.Values("X-Api-Key-Name")) != 1 {
+				t.Errorf("X-Api-Key-Name %q", h.Values("X-Api-Key-Name"))
+			}
+			// Names that fold to nothing keygate sets or reads pass untouched.
+			if h.Get("Authorization_") != "x" || h.Get("Authorization_x") != "y" {
+				t.Errorf("unrelated underscore headers: %v", h)
+			}
+			for name := range h {
+				if strings.ContainsAny(name, "_") && !strings.HasPrefix(name, "Authorization_") {
+					t.Errorf("an underscore header reached the upstream: %s: %q", name, h.Values(name))
+				}
+			}
+			for _, name := range []string{"Authorization", "X-Api-Key", "Client-Cert", "Forwarded", "Trailer"} {
+				if v := h.Values(name); len(v) != 0 {
+					t.Errorf("%s reached the upstream: %q", name, v)
+				}
+			}
+			x := h.Values("X-Forwarded-Client-Cert")
+			if len(x) != 1 {
+				t.Fatalf("XFCC %q", x)
+			}
+			els, err := certs.ParseXFCC(x[0])
+			if err != nil || len(els) != 1 || len(els[0].URI) != 1 || els[0].URI[0] != "spiffe://example.org/ns/edge/sa/envoy" {
+				t.Errorf("XFCC %q: %+v %v", x[0], els, err)
+			}
+			if saw.Body != "hello" || len(saw.Trailers) != 0 {
+				t.Errorf("body %q, trailers %v", saw.Body, saw.Trailers)
+			}
+		})
+	}
+}
+
+// TestTerminatorRefusesH2C: an upgrade to cleartext HTTP/2 is refused with a 400 in
+// every spelling; a WebSocket upgrade still works (TestTerminator).
+func TestTerminatorRefusesH2C(t *testing.T) {
+	fx := startTerminator(t)
+	for name, headers := range map[string]string{
+		"h2c":                  "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+		"h2c without settings": "Connection: Upgrade\r\nUpgrade: H2C\r\n",
+		"h2c in a list":        "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n",
+		"settings only":        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+		"settings, underscore": "HTTP2_Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, body := fx.raw(t, "GET /echo HTTP/1.1\r\nHost: api\r\nX-API-Key: "+fx.key.Key+"\r\n"+headers+"\r\n")
+			if resp.StatusCode != http.StatusBadRequest || strings.Contains(body, fx.key.ID) {
+				t.Fatalf("%d: %s", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// TestTerminatorBoundsTheBodyRead: when the check needs the body (here: keygate serve
+// reads it for every request with one), a client sending it one byte a second is cut
+// off with a 408 once the body timeout runs out.
+func TestTerminatorBoundsTheBodyRead(t *testing.T) {
+	fx := startTerminator(t)
+	cfg := fx.pki.clientTLS(t, true)
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", fx.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /echo HTTP/1.1\r\nHost: api\r\nX-API-Key: %s\r\nContent-Length: 1000\r\n\r\n", fx.key.Key)
+	got := make(chan *http.Response, 1)
+	go func() {
+		_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+		resp, _ := http.ReadResponse(bufio.NewReader(conn), nil)
+		got <- resp
+	}()
+	for i := 0; i < 60; i++ { // at most a minute; the default bound is 5 s
+		select {
+		case resp := <-got:
+			if resp == nil || resp.StatusCode != http.StatusRequestTimeout {
+				t.Fatalf("want a 408, got %v", resp)
+			}
+			t.Logf("cut off after %d bytes", i)
+			return
+		case <-time.After(time.Second):
+		}
+		_, _ = conn.Write([]byte("x"))
+	}
+	t.Fatal("a slow body held the connection for a minute")
 }
 
 // slowEOF is standard input that ends after a moment, so that s_client still listens
@@ -325,7 +489,8 @@ func TestTerminatorReloadUnderTraffic(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Requests flow before the swap and after it: counted, not timed (the machine may be slow).
+	waitUntilOK(t, func() bool { return sent.Load() >= 5 })
 	next, err := certs.Issue(fx.pki.ca, certs.IssueOptions{CommonName: "keygate rotated", Server: true, DNSNames: []string{"127.0.0.1"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +511,8 @@ func TestTerminatorReloadUnderTraffic(t *testing.T) {
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName == "keygate rotated"
 	})
-	time.Sleep(300 * time.Millisecond)
+	after := sent.Load()
+	waitUntilOK(t, func() bool { return sent.Load() >= after+5 })
 	close(stop)
 	<-loop
 	t.Logf("%d requests while the certificate was swapped, %d failed", sent.Load(), failed.Load())
