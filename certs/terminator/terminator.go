@@ -43,6 +43,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/certs"
 )
 
@@ -175,6 +176,7 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.refuse(w, r, http.StatusBadRequest, "h2c upgrades are not supported")
 		return
 	}
+	normalize(r)
 	peer := t.peer(r)
 	req, err := t.checkRequest(w, r, peer)
 	if err != nil {
@@ -205,6 +207,23 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setHeaders(w.Header(), ok.GetResponseHeadersToAdd())
 	ctx := context.WithValue(r.Context(), allowanceKey{}, &allowance{ok: ok, peer: peer})
 	t.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// normalize puts the request target in the form Envoy's normalize_path and
+// merge_slashes give it (authz.NormalizeTarget), so the check and the upstream see one
+// path. A target keygate finds ambiguous is left as it is: the check refuses it when
+// the policy has routes, and without routes the path decides nothing.
+func normalize(r *http.Request) {
+	raw := r.URL.RequestURI()
+	n, err := authz.NormalizeTarget(raw)
+	if err != nil || n == raw {
+		return
+	}
+	u, err := url.ParseRequestURI(n)
+	if err != nil {
+		return
+	}
+	r.URL.Path, r.URL.RawPath, r.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
 }
 
 // rewrite builds the upstream request. It runs after the reverse proxy removed the

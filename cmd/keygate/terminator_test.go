@@ -30,6 +30,12 @@ func upstream(t *testing.T, release chan struct{}) *httptest.Server {
 		_ = json.NewEncoder(w).Encode(map[string]any{"headers": r.Header, "body": string(body), "proto": r.Proto,
 			"trailers": r.Trailer, "host": r.Host})
 	})
+	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		// A stock ServeMux routes %63hat to this handler too: only keygate stands
+		// between a key without the scope and it.
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"reached":"chat","path":%q}`, r.URL.EscapedPath())
+	})
 	mux.HandleFunc("/v1/models", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"object":"list","data":[{"id":"mx4-atlas-core","object":"model","created":0,"owned_by":"mx4"}]}`)
@@ -71,7 +77,10 @@ type termFixture struct {
 	release    chan struct{}
 }
 
-func startTerminator(t *testing.T) *termFixture {
+func startTerminator(t *testing.T) *termFixture { return startTerminatorWith(t, "") }
+
+// startTerminatorWith starts the terminator with extra configuration (YAML, top level).
+func startTerminatorWith(t *testing.T, extra string) *termFixture {
 	t.Helper()
 	base := useVault(t)
 	fx := &termFixture{pki: newSitePKI(t), dir: t.TempDir(), release: make(chan struct{})}
@@ -89,7 +98,8 @@ deny_profile: openai
 tls: {reload_interval: 50ms}
 terminate:
   tls: {cert_file: %s, key_file: %s, client_ca_file: %s}
-`, base, fx.pki.serverCert, fx.pki.serverKey, fx.pki.caFile))
+%s
+`, base, fx.pki.serverCert, fx.pki.serverKey, fx.pki.caFile, extra))
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs safebuf.Buffer
 	done := make(chan error, 1)
@@ -359,8 +369,16 @@ func TestTerminatorRefusesH2C(t *testing.T) {
 // TestTerminatorBoundsTheBodyRead: when the check needs the body (here: keygate serve
 // reads it for every request with one), a client sending it one byte a second is cut
 // off with a 408 once the body timeout runs out.
+// terminatorPolicy makes /echo a model route, so the check needs its body.
+const terminatorPolicy = `policy:
+  routes:
+  - {name: chat, methods: [POST], path: /v1/chat/completions, scope: chat:completions, models: true}
+  - {name: echo, methods: [POST], path: /echo, models: true}
+  - {name: models, methods: [GET], prefix: /v1/models, scope: models:read}
+  - {name: rest, prefix: /}`
+
 func TestTerminatorBoundsTheBodyRead(t *testing.T) {
-	fx := startTerminator(t)
+	fx := startTerminatorWith(t, terminatorPolicy)
 	cfg := fx.pki.clientTLS(t, true)
 	cfg.NextProtos = []string{"http/1.1"}
 	conn, err := tls.Dial("tcp", fx.addr, cfg)
@@ -519,4 +537,59 @@ func TestTerminatorReloadUnderTraffic(t *testing.T) {
 	if failed.Load() != 0 || sent.Load() < 10 {
 		t.Fatalf("%d of %d requests failed; first: %v", failed.Load(), sent.Load(), firstErr.Load())
 	}
+}
+
+// TestTerminatorCanonicalPolicy drives the terminator, with no Envoy in front to
+// normalize anything, with the variants of a chat request and a key holding only
+// models:read: a stock Go ServeMux upstream would route each to its chat handler, so
+// each must be refused, and none may reach it.
+func TestTerminatorCanonicalPolicy(t *testing.T) {
+	fx := startTerminatorWith(t, terminatorPolicy)
+	body := `{"model":"gpt-4o","messages":[]}`
+	for _, tc := range []struct {
+		method, target string
+		status         int
+	}{
+		{"POST", "/v1/chat/completions", 403},
+		{"POST", "/v1/%63hat/completions", 403},
+		{"POST", "/v1/chat/completions/", 403},
+		{"POST", "/V1/CHAT/COMPLETIONS", 403},
+		{"POST", "/v1/chat/completions;x=1", 403},
+		{"POST", "//v1/chat/completions", 403},
+		{"POST", "/v1/./chat/completions", 403},
+		{"POST", "/v1/models/../chat/completions", 403},
+		{"POST", "/v1/chat%2Fcompletions", 400},
+		{"POST", "/v1/models/..;/chat/completions", 400},
+		{"POST", "/v1/chat/completions?_method=GET", 400},
+	} {
+		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
+			resp, got := fx.raw(t, fmt.Sprintf("%s %s HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+				tc.method, tc.target, fx.key.Key, len(body), body))
+			if resp.StatusCode != tc.status || strings.Contains(got, "reached") {
+				t.Fatalf("status %d (want %d): %s", resp.StatusCode, tc.status, got)
+			}
+		})
+	}
+	t.Run("the upstream gets the normalized path", func(t *testing.T) {
+		resp, got := fx.raw(t, fmt.Sprintf("GET /v1/./x/..//%%6Dodels HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer %s\r\n\r\n", fx.key.Key))
+		if resp.StatusCode != 200 || !strings.Contains(got, "mx4-atlas-core") {
+			t.Fatalf("status %d: %s", resp.StatusCode, got)
+		}
+	})
+	t.Run("a request needing no body is decided on its headers", func(t *testing.T) {
+		cfg := fx.pki.clientTLS(t, true)
+		cfg.NextProtos = []string{"http/1.1"}
+		conn, err := tls.Dial("tcp", fx.addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// No key, and a body that would take 1000 s to arrive: the 401 comes first.
+		fmt.Fprint(conn, "POST /v1/images/x HTTP/1.1\r\nHost: api\r\nContent-Length: 1000\r\n\r\nx")
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("want the 401 before the body, got %v %v", resp, err)
+		}
+	})
 }
