@@ -60,7 +60,7 @@ type CacheStats struct {
 //
 // A Cache is safe for concurrent use.
 type Cache struct {
-	store  *Store
+	store  recordSource
 	cfg    CacheConfig
 	lru    *lru.Cache[authz.KeyHash, entry]
 	group  singleflight.Group
@@ -79,16 +79,12 @@ type Cache struct {
 	hits, negHits, missCount, evictions, stale, throttled, invalidations atomic.Uint64
 }
 
-type entry struct {
-	rec   authz.Record
-	found bool
-	at    time.Time
-}
-
 var _ authz.KeyLookup = (*Cache)(nil)
 
 // NewCache returns a Cache in front of store.
-func NewCache(store *Store, cfg CacheConfig) (*Cache, error) {
+func NewCache(store *Store, cfg CacheConfig) (*Cache, error) { return newCache(store, cfg) }
+
+func newCache(store recordSource, cfg CacheConfig) (*Cache, error) {
 	if cfg.Size == 0 {
 		cfg.Size = 100_000
 	}
@@ -137,11 +133,11 @@ func (c *Cache) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, e
 	now := c.cfg.Now()
 	e, cached := c.lru.Get(hash)
 	if cached {
-		age := now.Sub(e.at)
+		age := e.age(now)
 		switch {
 		case e.found && age < c.cfg.TTL:
 			c.hits.Add(1)
-			return e.rec, nil
+			return e.record(hash), nil
 		case !e.found && age < c.cfg.NegativeTTL:
 			c.negHits.Add(1)
 			return authz.Record{}, fmt.Errorf("%w: cached", ErrKeyNotFound)
@@ -150,14 +146,14 @@ func (c *Cache) Lookup(ctx context.Context, hash authz.KeyHash) (authz.Record, e
 	c.missCount.Add(1)
 	// A record past its TTL but inside the stale window is refreshed without the miss
 	// budget, and serves as it is if Vault cannot answer.
-	known := cached && e.found && now.Sub(e.at) < c.cfg.TTL+c.cfg.StaleFor
+	known := cached && e.found && e.age(now) < c.cfg.TTL+c.cfg.StaleFor
 	rec, err := c.fetch(ctx, hash, !known)
 	switch {
 	case err == nil || errors.Is(err, ErrKeyNotFound) || errors.Is(err, authz.ErrLookupThrottled):
 		return rec, err
 	case known && errors.Is(err, authz.ErrStoreUnavailable):
 		c.stale.Add(1)
-		return e.rec, nil
+		return e.record(hash), nil
 	default:
 		return authz.Record{}, err
 	}
@@ -181,7 +177,7 @@ func (c *Cache) fetch(ctx context.Context, hash authz.KeyHash, budget bool) (aut
 		}
 		now := c.cfg.Now()
 		c.lastContact.Store(now.UnixNano())
-		if c.epoch.Load() == epoch && c.lru.Add(hash, entry{rec: rec, found: err == nil, at: now}) {
+		if c.epoch.Load() == epoch && c.lru.Add(hash, newEntry(&rec, err == nil, now)) {
 			c.evictions.Add(1) // the least recently used record made room
 		}
 		return rec, err
