@@ -366,37 +366,40 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	}
 }
 
-// allowedResponse is every message of one allowed answer, in one allocation. What
-// depends only on the key's record comes from a recordView.
+// allowedResponse is every message of one allowed answer, in one allocation (the
+// rate-limit headers, when a plan applies, in a second). What depends only on the key's
+// record comes from a recordView.
 type allowedResponse struct {
 	resp     authv3.CheckResponse
-	status   rpcstatus.Status
 	ok       authv3.CheckResponse_OkResponse
 	okHTTP   authv3.OkHttpResponse
 	reqID    [2]header // upstream, client
-	rate     [3]header
 	upstream [4]*corev3.HeaderValueOption
 	client   [7]*corev3.HeaderValueOption
 }
+
+// statusOK is the status of every allowed answer; never modified.
+var statusOK = &rpcstatus.Status{Code: int32(codes.OK)}
 
 func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {
 	v := s.views.get(&d.Record)
 	a := new(allowedResponse)
 	// The client sees who it is (AI Magicx's "security metadata") and its rate limit.
-	n := rateHeaders(&a.rate, rl)
 	client := a.client[:0]
-	for i := range n {
-		client = append(client, &a.rate[i].opt)
+	if rl != nil {
+		rate := new([3]header)
+		for i := range rateHeaders(rate, rl) {
+			client = append(client, &rate[i].opt)
+		}
 	}
 	client = append(client, v.client[0], v.client[1], v.client[2], a.reqID[1].set("X-Request-ID", d.RequestID))
 	a.upstream = [4]*corev3.HeaderValueOption{v.upstream[0], v.upstream[1], v.upstream[2],
 		a.reqID[0].set(HeaderRequestID, d.RequestID)}
-	a.status.Code = int32(codes.OK)
 	a.okHTTP.Headers = a.upstream[:]
 	a.okHTTP.HeadersToRemove = s.remove
 	a.okHTTP.ResponseHeadersToAdd = client
 	a.ok.OkResponse = &a.okHTTP
-	a.resp.Status = &a.status
+	a.resp.Status = statusOK
 	a.resp.HttpResponse = &a.ok
 	a.resp.DynamicMetadata = v.metadata
 	return &a.resp
