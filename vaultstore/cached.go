@@ -20,25 +20,27 @@ type recordSource interface {
 }
 
 // entry is one cached answer: a key's record, or that no key has the hash. It holds
-// only what deciding a check needs, compactly: the hash is the cache's key; owner,
-// kind, plan, bound certificate and replacement id are shared handles (one copy per
-// distinct value in the process, collected when unused); scope and model lists are
-// shared with every record that has the same list; times are seconds and nanoseconds.
-// The creation time and the hint, which no check reads, are not kept.
+// only what deciding a check needs, compactly: the hash is the cache's key; the id and
+// name are one string; owner, kind, plan, bound certificate and replacement id are one
+// shared handle (one copy per distinct combination in the process, collected when no
+// entry uses it); scope and model lists are shared with every record that has the same
+// list; times are seconds and nanoseconds. The creation time and the hint, which no
+// check reads, are not kept.
 type entry struct {
-	idName     string // the id followed by the name: one allocation for both
-	idLen      uint32
-	found      bool
-	owner      unique.Handle[string]
-	kind       unique.Handle[string]
-	plan       unique.Handle[string]
-	boundCert  unique.Handle[string]
-	replacedBy unique.Handle[string]
-	scopes     *[]string // shared; never modified
-	models     *[]string
-	expires    instant
-	revoked    instant
-	at         int64 // when it was read (UnixNano of the cache's clock)
+	idName  string // the id followed by the name: one allocation for both
+	idLen   uint32
+	found   bool
+	strs    unique.Handle[recordStrings]
+	scopes  *[]string // shared; never modified
+	models  *[]string
+	expires instant
+	revoked instant
+	at      int64 // when it was read (UnixNano of the cache's clock)
+}
+
+// recordStrings are the record's strings that many records share.
+type recordStrings struct {
+	owner, kind, plan, boundCert, replacedBy string
 }
 
 // instant is a time.Time without its location and monotonic reading. nsec -1 is the
@@ -68,8 +70,8 @@ func newEntry(rec *authz.Record, found bool, at time.Time) entry {
 	}
 	return entry{
 		idName: rec.ID + rec.Name, idLen: uint32(len(rec.ID)), found: true,
-		owner: unique.Make(rec.Owner), kind: unique.Make(string(rec.Kind)), plan: unique.Make(rec.Plan),
-		boundCert: unique.Make(rec.BoundCert), replacedBy: unique.Make(rec.ReplacedBy),
+		strs: unique.Make(recordStrings{owner: rec.Owner, kind: string(rec.Kind), plan: rec.Plan,
+			boundCert: rec.BoundCert, replacedBy: rec.ReplacedBy}),
 		scopes: lists.intern(rec.Scopes), models: lists.intern(rec.Models),
 		expires: instantOf(rec.ExpiresAt), revoked: instantOf(rec.RevokedAt), at: at.UnixNano(),
 	}
@@ -78,10 +80,11 @@ func newEntry(rec *authz.Record, found bool, at time.Time) entry {
 // record is the cached record of hash. Its Scopes and Models are shared: callers must
 // not modify them.
 func (e *entry) record(hash authz.KeyHash) authz.Record {
+	strs := e.strs.Value()
 	return authz.Record{
-		ID: e.idName[:e.idLen], Name: e.idName[e.idLen:], Owner: e.owner.Value(), Kind: authz.Kind(e.kind.Value()),
+		ID: e.idName[:e.idLen], Name: e.idName[e.idLen:], Owner: strs.owner, Kind: authz.Kind(strs.kind),
 		Scopes: *e.scopes, Hash: hash, ExpiresAt: e.expires.time(), RevokedAt: e.revoked.time(),
-		ReplacedBy: e.replacedBy.Value(), Models: *e.models, Plan: e.plan.Value(), BoundCert: e.boundCert.Value(),
+		ReplacedBy: strs.replacedBy, Models: *e.models, Plan: strs.plan, BoundCert: strs.boundCert,
 	}
 }
 
