@@ -29,9 +29,18 @@ test: vault deps lint
 test-integration: vault deps
 	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./cmd/keygate/
 
-## bench: the in-process check benchmarks
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./authz/ ./envoy/
+## bench: the in-process benchmarks, 1 M cached keys' memory, then keygate side by side
+## with a no-op ext_authz server under load (scripts/bench; BENCHKEYS, BENCHROUNDS, BENCHN)
+BENCHKEYS ?= 1000000
+BENCHROUNDS ?= 3
+BENCHN ?= 40000
+bench: vault
+	$(GO) test -run '^$$' -bench . -benchmem ./authz/
+	$(GO) test -run '^$$' -bench 'ServerCheck' -benchmem ./envoy/
+	$(GO) test -run '^$$' -bench 'CacheHit' -benchmem ./vaultstore/
+	KEYGATE_BENCH_KEYS=$(BENCHKEYS) $(GO) test -run '^$$' -bench 'CacheMemory' -benchtime 1x ./vaultstore/
+	@mkdir -p bin
+	$(GO) run ./scripts/bench -rounds $(BENCHROUNDS) -n $(BENCHN) -cpuprofile bin/bench-cpu.pprof
 
 ## bench-tls: the mTLS terminator against nginx (nginx-light), side by side on loopback (~40 s)
 bench-tls: vault

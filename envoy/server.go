@@ -25,7 +25,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/audit"
@@ -223,6 +222,7 @@ type Server struct {
 	verifier func() *certs.Verifier
 	trusted  []TrustedProxy
 	peers    *lru.Cache[[32]byte, verifiedPeer] // by SHA-256 of the certificate as sent
+	views    *recordViews                       // the record-only parts of allowed answers
 }
 
 // verifiedPeer is a cached verification: the peer, valid until notAfter, by the
@@ -250,7 +250,7 @@ func NewServer(engine *authz.Engine, opts Options) (*Server, error) {
 	}
 	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage,
 		limits: opts.Limits, failOpen: opts.LimiterFailOpen, metrics: m,
-		verifier: opts.ClientCerts, trusted: opts.TrustForwardedFrom}
+		verifier: opts.ClientCerts, trusted: opts.TrustForwardedFrom, views: newRecordViews()}
 	if s.verifier != nil {
 		// Verifying a chain costs far more than a check; a client sends the same
 		// certificate on every request.
@@ -361,17 +361,17 @@ func (s *Server) limit(ctx context.Context, d authz.Decision) (authz.Decision, *
 	return d, &res
 }
 
-// rateHeaders are the X-RateLimit-* headers for the client.
-func rateHeaders(rl *ratelimit.Result) []*corev3.HeaderValueOption {
+// rateHeaders sets the X-RateLimit-* headers for the client in hs, and returns how
+// many it set: none when rl is nil.
+func rateHeaders(hs *[3]header, rl *ratelimit.Result) int {
 	if rl == nil {
-		return nil
+		return 0
 	}
 	reset := int((rl.ResetAfter + time.Second - 1) / time.Second)
-	return []*corev3.HeaderValueOption{
-		overwrite("x-ratelimit-limit", strconv.Itoa(rl.Limit)),
-		overwrite("x-ratelimit-remaining", strconv.Itoa(rl.Remaining)),
-		overwrite("x-ratelimit-reset", strconv.Itoa(reset)),
-	}
+	hs[0].set("x-ratelimit-limit", strconv.Itoa(rl.Limit))
+	hs[1].set("x-ratelimit-remaining", strconv.Itoa(rl.Remaining))
+	hs[2].set("x-ratelimit-reset", strconv.Itoa(reset))
+	return len(hs)
 }
 
 // source is the client's address as Envoy saw it ("ip:port"), for the audit log.
@@ -461,60 +461,80 @@ func (s *Server) NeedsBody(method, host, path string) bool {
 	return s.engine.NeedsBody(method, host, path)
 }
 
+// allowedResponse is every message of one allowed answer, in one allocation (the
+// rate-limit headers, when a plan applies, in a second). What depends only on the key's
+// record comes from a recordView.
+type allowedResponse struct {
+	resp     authv3.CheckResponse
+	ok       authv3.CheckResponse_OkResponse
+	okHTTP   authv3.OkHttpResponse
+	reqID    [2]header // upstream, client
+	upstream [4]*corev3.HeaderValueOption
+	client   [7]*corev3.HeaderValueOption
+}
+
+// statusOK is the status of every allowed answer; never modified.
+var statusOK = &rpcstatus.Status{Code: int32(codes.OK)}
+
 func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {
-	rec := &d.Record
-	scopes := strings.Join(rec.Scopes, ",")
+	v := s.views.get(&d.Record)
+	a := new(allowedResponse)
 	// The client sees who it is (AI Magicx's "security metadata") and its rate limit.
-	toClient := append(rateHeaders(rl),
-		overwrite("X-API-Key-ID", rec.ID),
-		overwrite("X-API-Key-Name", rec.Name),
-		overwrite("X-API-Key-Scopes", scopes),
-		overwrite("X-Request-ID", d.RequestID),
-	)
-	scopeValues := make([]*structpb.Value, len(rec.Scopes))
-	for i, sc := range rec.Scopes {
-		scopeValues[i] = structpb.NewStringValue(sc)
+	client := a.client[:0]
+	if rl != nil {
+		rate := new([3]header)
+		for i := range rateHeaders(rate, rl) {
+			client = append(client, &rate[i].opt)
+		}
 	}
-	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.OK)},
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers: []*corev3.HeaderValueOption{
-				overwrite(HeaderKeyID, rec.ID),
-				overwrite(HeaderKeyName, rec.Name),
-				overwrite(HeaderKeyScopes, scopes),
-				overwrite(HeaderRequestID, d.RequestID),
-			},
-			HeadersToRemove:      s.remove,
-			ResponseHeadersToAdd: toClient,
-		}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"key_id":   structpb.NewStringValue(rec.ID),
-			"key_name": structpb.NewStringValue(rec.Name),
-			"owner":    structpb.NewStringValue(rec.Owner),
-			"scopes":   structpb.NewListValue(&structpb.ListValue{Values: scopeValues}),
-		}},
-	}
+	client = append(client, v.client[0], v.client[1], v.client[2], a.reqID[1].set("X-Request-ID", d.RequestID))
+	a.upstream = [4]*corev3.HeaderValueOption{v.upstream[0], v.upstream[1], v.upstream[2],
+		a.reqID[0].set(HeaderRequestID, d.RequestID)}
+	a.okHTTP.Headers = a.upstream[:]
+	a.okHTTP.HeadersToRemove = s.remove
+	a.okHTTP.ResponseHeadersToAdd = client
+	a.ok.OkResponse = &a.okHTTP
+	a.resp.Status = statusOK
+	a.resp.HttpResponse = &a.ok
+	a.resp.DynamicMetadata = v.metadata
+	return &a.resp
+}
+
+// deniedResponse is every message of one denial, in one allocation.
+type deniedResponse struct {
+	resp    authv3.CheckResponse
+	status  rpcstatus.Status
+	denied  authv3.CheckResponse_DeniedResponse
+	http    authv3.DeniedHttpResponse
+	code    typev3.HttpStatus
+	hs      [4]header
+	rate    [3]header
+	headers [7]*corev3.HeaderValueOption
 }
 
 func denied(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {
-	headers := make([]*corev3.HeaderValueOption, 0, 4)
-	headers = append(headers, rateHeaders(rl)...)
-	headers = append(headers, overwrite("content-type", "application/json"))
+	r := new(deniedResponse)
+	headers := r.headers[:0]
+	for i := range rateHeaders(&r.rate, rl) {
+		headers = append(headers, &r.rate[i].opt)
+	}
+	headers = append(headers, r.hs[0].set("content-type", "application/json"))
 	if d.Denial.WWWAuthenticate != "" {
-		headers = append(headers, overwrite("www-authenticate", d.Denial.WWWAuthenticate))
+		headers = append(headers, r.hs[1].set("www-authenticate", d.Denial.WWWAuthenticate))
 	}
 	if d.Denial.RetryAfter != "" {
-		headers = append(headers, overwrite("retry-after", d.Denial.RetryAfter))
+		headers = append(headers, r.hs[2].set("retry-after", d.Denial.RetryAfter))
 	}
-	headers = append(headers, overwrite(HeaderRequestID, d.RequestID))
-	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(grpcCode(d.Denial.Status))},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Denial.Status)},
-			Headers: headers,
-			Body:    d.Denial.Body,
-		}},
-	}
+	headers = append(headers, r.hs[3].set(HeaderRequestID, d.RequestID))
+	r.status.Code = int32(grpcCode(d.Denial.Status))
+	r.code.Code = typev3.StatusCode(d.Denial.Status)
+	r.http.Status = &r.code
+	r.http.Headers = headers
+	r.http.Body = d.Denial.Body
+	r.denied.DeniedResponse = &r.http
+	r.resp.Status = &r.status
+	r.resp.HttpResponse = &r.denied
+	return &r.resp
 }
 
 // grpcCode is the CheckResponse status for a denial's HTTP status.
@@ -535,9 +555,17 @@ func grpcCode(httpStatus int) codes.Code {
 	}
 }
 
-func overwrite(key, value string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: key, Value: value},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-	}
+// header is one header option with its value, allocated together.
+type header struct {
+	opt corev3.HeaderValueOption
+	hv  corev3.HeaderValue
+}
+
+// set makes h the header key: value, replacing any the request or response has, and
+// returns its option.
+func (h *header) set(key, value string) *corev3.HeaderValueOption {
+	h.hv.Key, h.hv.Value = key, value
+	h.opt.Header = &h.hv
+	h.opt.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	return &h.opt
 }

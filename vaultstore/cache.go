@@ -87,7 +87,7 @@ type CacheStats struct {
 //
 // A Cache is safe for concurrent use.
 type Cache struct {
-	store  *Store
+	store  recordSource
 	cfg    CacheConfig
 	lru    *lru.Cache[authz.KeyHash, entry]
 	group  singleflight.Group
@@ -119,16 +119,12 @@ type sourceState struct {
 	until  time.Time // refused until then (a suspected sprayer)
 }
 
-type entry struct {
-	rec   authz.Record
-	found bool
-	at    time.Time
-}
-
 var _ authz.KeyLookup = (*Cache)(nil)
 
 // NewCache returns a Cache in front of store.
-func NewCache(store *Store, cfg CacheConfig) (*Cache, error) {
+func NewCache(store *Store, cfg CacheConfig) (*Cache, error) { return newCache(store, cfg) }
+
+func newCache(store recordSource, cfg CacheConfig) (*Cache, error) {
 	if cfg.Size == 0 {
 		cfg.Size = 100_000
 	}
@@ -207,11 +203,11 @@ func (c *Cache) LookupFrom(ctx context.Context, hash authz.KeyHash, src authz.So
 	now := c.cfg.Now()
 	e, cached := c.lru.Get(hash)
 	if cached {
-		age := now.Sub(e.at)
+		age := e.age(now)
 		switch {
 		case e.found && age < c.cfg.TTL:
 			c.hits.Add(1)
-			return e.rec, nil
+			return e.record(hash), nil
 		case !e.found && age < c.cfg.NegativeTTL:
 			c.negHits.Add(1)
 			c.failed(sourceKey(src), now)
@@ -221,7 +217,7 @@ func (c *Cache) LookupFrom(ctx context.Context, hash authz.KeyHash, src authz.So
 	c.missCount.Add(1)
 	// A record past its TTL but inside the stale window is refreshed without the miss
 	// budget, and serves as it is if Vault cannot answer.
-	known := cached && e.found && now.Sub(e.at) < c.cfg.TTL+c.cfg.StaleFor
+	known := cached && e.found && e.age(now) < c.cfg.TTL+c.cfg.StaleFor
 	source := sourceKey(src)
 	if !known && source != "" {
 		if err := c.admit(source, now); err != nil {
@@ -237,7 +233,7 @@ func (c *Cache) LookupFrom(ctx context.Context, hash authz.KeyHash, src authz.So
 		return rec, err
 	case known && errors.Is(err, authz.ErrStoreUnavailable):
 		c.stale.Add(1)
-		return e.rec, nil
+		return e.record(hash), nil
 	default:
 		return authz.Record{}, err
 	}
@@ -326,7 +322,7 @@ func (c *Cache) fetch(ctx context.Context, hash authz.KeyHash, budget bool) (aut
 		}
 		now := c.cfg.Now()
 		c.lastContact.Store(now.UnixNano())
-		if c.epoch.Load() == epoch && c.lru.Add(hash, entry{rec: rec, found: err == nil, at: now}) {
+		if c.epoch.Load() == epoch && c.lru.Add(hash, newEntry(&rec, err == nil, now)) {
 			c.evictions.Add(1) // the least recently used record made room
 		}
 		return rec, err

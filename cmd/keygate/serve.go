@@ -196,7 +196,12 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	if err := registerReloadMetrics(lv); err != nil {
 		return err
 	}
-	grpcOpts := limits.grpcOptions()
+	// Checks run on a pool of stream workers that keep their grown stacks: a new
+	// goroutine per Check grows its stack on every call (about 15% of the CPU under
+	// load, BENCHMARKS.md). A check finding every worker busy gets its own goroutine;
+	// idle workers have their stacks shrunk by each GC, so the pool is not made larger
+	// than the checks usually in flight.
+	grpcOpts := append(limits.grpcOptions(), grpc.NumStreamWorkers(uint32(32*runtime.GOMAXPROCS(0))))
 	if tel.tracing {
 		// A span per Check, continuing Envoy's trace. Only when traces are exported: the
 		// instrumentation costs about 10% of throughput (BENCHMARKS.md), and keygate's own
