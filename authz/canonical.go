@@ -24,6 +24,7 @@ var (
 	errInvalidUTF8    = ambiguous("the path is not valid UTF-8")
 	errFragment       = ambiguous("a fragment ('#') in the request target")
 	errParamDot       = ambiguous("a dot or empty segment with ';' parameters")
+	errDotLike        = ambiguous("a segment that NFKC makes '.' or '..' (such as U+2025)")
 	errPathTooLong    = ambiguous("the path is longer than 8192 bytes")
 	errBadMethod      = ambiguous("the method is not an HTTP token")
 	errMethodOverride = ambiguous("a method override that differs from the method")
@@ -53,8 +54,8 @@ const maxPath = 8192
 // ErrAmbiguousRequest: one not starting with '/', an encoded slash or backslash
 // (%2F, %5C, or one that NFKC makes), a raw backslash, a malformed escape, a double-encoded
 // escape (%25 followed by two hex digits), a control character, space or NUL, invalid
-// UTF-8, a fragment, a '.', '..' or empty segment carrying ';' parameters ("..;/"), and a
-// path longer than 8 KiB.
+// UTF-8, a fragment, a '.', '..' or empty segment carrying ';' parameters ("..;/"), a
+// segment that NFKC makes '.' or '..' ("‥", "．．"), and a path longer than 8 KiB.
 //
 // A path already in canonical form is returned as is, without allocating.
 func CanonicalPath(target string) (string, error) {
@@ -251,6 +252,10 @@ func decodeSegment(s string) (string, error) {
 		return "", errInvalidUTF8
 	}
 	out = norm.NFKC.String(out)
+	if out == "." || out == ".." {
+		// No upstream applies NFKC: it routes "‥" as a name, not as a dot segment.
+		return "", errDotLike
+	}
 	if strings.ContainsAny(out, "/\\") {
 		return "", errEncodedSlash
 	}
