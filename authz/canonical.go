@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"errors"
 	"net/url"
 	"strings"
@@ -29,6 +30,7 @@ var (
 	errBadMethod      = ambiguous("the method is not an HTTP token")
 	errMethodOverride = ambiguous("a method override that differs from the method")
 	errBadHost        = ambiguous("whitespace, a control character or a separator in the host")
+	errForwardedHost  = ambiguous("X-Forwarded-Host or Forwarded names another host than the request's")
 )
 
 func ambiguous(msg string) error { return &ambiguousError{msg} }
@@ -364,31 +366,105 @@ func CanonicalHost(h string) (string, error) {
 	return strings.TrimSuffix(h, "."), nil
 }
 
-// queryOverride returns the value of a _method parameter in the target's query, if any:
-// Rails, Laravel and Symfony read it as the real method of a POST. Names and values are
-// compared as those frameworks decode them; one that cannot be decoded is returned as is,
-// so it differs from any method.
-func queryOverride(target string) (string, bool) {
-	_, q, ok := strings.Cut(target, "?")
-	if !ok {
-		return "", false
-	}
-	for q != "" {
+// overridden reports whether a form-encoded parameter list (a query string or an
+// application/x-www-form-urlencoded body) carries a _method parameter naming another
+// method than method: Rails (Rack::MethodOverride), Laravel and Symfony run a POST as the
+// method it names. Every occurrence counts (PHP keeps the last, Rack the first); names
+// are read as those frameworks decode them: percent-decoded, '+' as space, and (as PHP
+// does) '.', ' ' and '[' as '_'. A value that cannot be decoded differs from any method.
+func overridden(params, method string) bool {
+	for params != "" {
 		var p string
-		p, q, _ = strings.Cut(q, "&")
+		p, params, _ = strings.Cut(params, "&")
 		name, value, _ := strings.Cut(p, "=")
-		if strings.IndexByte(name, '%') >= 0 || strings.IndexByte(name, '+') >= 0 {
-			if n, err := url.QueryUnescape(name); err == nil {
-				name = n
-			}
-		}
-		if !strings.EqualFold(strings.TrimSpace(name), "_method") {
+		if len(name) < len("_method") || len(name) > 3*len("_method")+2 {
 			continue
 		}
-		if v, err := url.QueryUnescape(value); err == nil {
-			value = v
+		if n, err := url.QueryUnescape(name); err == nil {
+			name = n
 		}
-		return value, true
+		name = strings.Map(func(r rune) rune {
+			if r == '.' || r == ' ' || r == '[' {
+				return '_'
+			}
+			return r
+		}, strings.TrimSpace(name))
+		if !strings.EqualFold(name, "_method") {
+			continue
+		}
+		v, err := url.QueryUnescape(value)
+		if err != nil || !strings.EqualFold(strings.TrimSpace(v), method) {
+			return true
+		}
 	}
-	return "", false
+	return false
+}
+
+// Form bodies, whose _method parameter some frameworks read as the request's method.
+const (
+	formNone = iota
+	formURLEncoded
+	formMultipart
+)
+
+// formKind returns the kind of form a Content-Type names; of repeated ones (joined with
+// ','), the first form any of them names.
+func formKind(contentType string) int {
+	for contentType != "" {
+		var ct string
+		ct, contentType, _ = strings.Cut(contentType, ",")
+		mt, _, _ := strings.Cut(ct, ";")
+		mt = strings.TrimSpace(mt)
+		switch {
+		case strings.EqualFold(mt, "application/x-www-form-urlencoded"):
+			return formURLEncoded
+		case strings.EqualFold(mt, "multipart/form-data"):
+			return formMultipart
+		}
+	}
+	return formNone
+}
+
+// bodyOverridden reports whether a form body may name another method than method in a
+// _method field. A multipart body with a part of that name is refused whatever it holds.
+func bodyOverridden(contentType string, body []byte, method string) bool {
+	switch formKind(contentType) {
+	case formURLEncoded:
+		return overridden(strings.TrimSpace(string(body)), method)
+	case formMultipart:
+		lower := bytes.ToLower(body)
+		return bytes.Contains(lower, []byte(`name="_method"`)) || bytes.Contains(lower, []byte(`name=_method`))
+	}
+	return false
+}
+
+// sameForwardedHost reports whether every host that X-Forwarded-Host (xfh) and
+// Forwarded (fwd) name is host (canonical): frameworks behind a proxy route by the first
+// or the last of them, so all must agree.
+func sameForwardedHost(host, xfh, fwd string) bool {
+	same := func(h string) bool {
+		h = strings.Trim(strings.TrimSpace(h), `"`)
+		c, err := CanonicalHost(h)
+		return err == nil && strings.EqualFold(c, host)
+	}
+	for xfh != "" {
+		var h string
+		h, xfh, _ = strings.Cut(xfh, ",")
+		if !same(h) {
+			return false
+		}
+	}
+	for fwd != "" {
+		var el string
+		el, fwd, _ = strings.Cut(fwd, ",")
+		for el != "" {
+			var pair string
+			pair, el, _ = strings.Cut(el, ";")
+			k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+			if strings.EqualFold(k, "host") && !same(v) {
+				return false
+			}
+		}
+	}
+	return true
 }

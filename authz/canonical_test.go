@@ -253,9 +253,58 @@ func TestNeedsBody(t *testing.T) {
 		{"GET", "/v1/chat/completions", false},
 		{"POST", "/v1/chat%2Fcompletions", false}, // refused before any body is read
 	} {
-		if got := fx.engine.NeedsBody(tc.method, "api.example.com", tc.path); got != tc.want {
+		if got := fx.engine.NeedsBody(tc.method, "api.example.com", tc.path, ""); got != tc.want {
 			t.Errorf("NeedsBody(%s %s) = %v", tc.method, tc.path, got)
 		}
+	}
+}
+
+func TestNeedsBodyForForms(t *testing.T) {
+	fx := policyFixture(t, ProfileMagicx)
+	for ct, want := range map[string]bool{
+		"application/x-www-form-urlencoded":                true,
+		"Application/X-WWW-Form-Urlencoded; charset=utf-8": true,
+		"multipart/form-data; boundary=x":                  true,
+		"text/plain, application/x-www-form-urlencoded":    true,
+		"application/json":                                 false,
+	} {
+		if got := fx.engine.NeedsBody("POST", "api.example.com", "/v1/images/x", ct); got != want {
+			t.Errorf("NeedsBody with %q = %v", ct, got)
+		}
+	}
+}
+
+// TestOverridesAndForwardedHosts: a form body's _method, and forwarded hosts when the
+// policy has host routes.
+func TestOverridesAndForwardedHosts(t *testing.T) {
+	fx := policyFixture(t, ProfileMagicx)
+	readOnly := fx.withScopes(t, "models:read")
+	for name, tc := range map[string]struct {
+		req  Request
+		want Reason
+	}{
+		"form _method":            {Request{Method: "GET", Path: "/v1/models/x", ContentType: "application/x-www-form-urlencoded", Body: []byte("a=1&_method=DELETE")}, ReasonBadRequest},
+		"form _method, same":      {Request{Method: "GET", Path: "/v1/models/x", ContentType: "application/x-www-form-urlencoded", Body: []byte("_method=get")}, ReasonAllowed},
+		"form, PHP name":          {Request{Method: "GET", Path: "/v1/models/x", ContentType: "application/x-www-form-urlencoded", Body: []byte("%2Emethod=DELETE")}, ReasonBadRequest},
+		"multipart _method":       {Request{Method: "GET", Path: "/v1/models/x", ContentType: "multipart/form-data; boundary=b", Body: []byte("--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--")}, ReasonBadRequest},
+		"json body with _method":  {Request{Method: "GET", Path: "/v1/models/x", ContentType: "application/json", Body: []byte(`{"_method":"DELETE"}`)}, ReasonAllowed},
+		"query, last one differs": {Request{Method: "GET", Path: "/v1/models/x?_method=GET&_method=DELETE"}, ReasonBadRequest},
+		"query, PHP dot":          {Request{Method: "GET", Path: "/v1/models/x?.method=DELETE"}, ReasonBadRequest},
+		"query, PHP bracket":      {Request{Method: "GET", Path: "/v1/models/x?[method=DELETE"}, ReasonBadRequest},
+		"x-forwarded-host, other": {Request{Method: "GET", Host: "api.example.com", Path: "/v1/models/x", ForwardedHost: "admin.example.com"}, ReasonBadRequest},
+		"x-forwarded-host, list":  {Request{Method: "GET", Host: "api.example.com", Path: "/v1/models/x", ForwardedHost: "api.example.com, admin.example.com"}, ReasonBadRequest},
+		"x-forwarded-host, same":  {Request{Method: "GET", Host: "api.example.com", Path: "/v1/models/x", ForwardedHost: "API.example.com:443"}, ReasonAllowed},
+		"forwarded host, other":   {Request{Method: "GET", Host: "api.example.com", Path: "/v1/models/x", Forwarded: `for=1.2.3.4;host="admin.example.com";proto=https`}, ReasonBadRequest},
+		"forwarded, no host":      {Request{Method: "GET", Host: "api.example.com", Path: "/v1/models/x", Forwarded: "for=1.2.3.4"}, ReasonAllowed},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := tc.req
+			req.APIKey = readOnly
+			d, err := fx.engine.Check(context.Background(), &req)
+			if err != nil || d.Reason != tc.want {
+				t.Fatalf("got %v, %v; want %v", d.Reason, err, tc.want)
+			}
+		})
 	}
 }
 

@@ -32,6 +32,13 @@ type Request struct {
 	// header's value: frameworks that honour it route by it, so one that differs from
 	// Method is refused when the policy has routes.
 	MethodOverride string
+	// ContentType is the Content-Type header's value: a form body's _method field is a
+	// method override too (Rails, Laravel, Symfony).
+	ContentType string
+	// ForwardedHost is the X-Forwarded-Host header's value and Forwarded the Forwarded
+	// header's (RFC 7239): frameworks behind a proxy route by the host they name, so
+	// when the policy has host routes, one naming another host than Host is refused.
+	ForwardedHost, Forwarded string
 	// Body is the request body Envoy forwarded (with_request_body), for model routes;
 	// BodyPartial says Envoy cut it at max_request_bytes.
 	Body        []byte
@@ -110,8 +117,10 @@ type Engine struct {
 	denier *denier
 	now    func() time.Time
 	policy Policy
-	mtls   bool
-	rules  []IdentityRule
+	// hostRoutes: some route matches by host, so forwarded hosts are checked.
+	hostRoutes bool
+	mtls       bool
+	rules      []IdentityRule
 }
 
 // New returns an Engine for cfg.
@@ -146,8 +155,12 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("%w: identity rule %s: %w", ErrInvalidPolicy, r.Name, err)
 		}
 	}
-	return &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now, policy: cfg.Policy,
-		mtls: cfg.RequireClientCert, rules: cfg.IdentityRules}, nil
+	e := &Engine{format: cfg.Format, lookup: cfg.Lookup, denier: d, now: cfg.Now, policy: cfg.Policy,
+		mtls: cfg.RequireClientCert, rules: cfg.IdentityRules}
+	for _, r := range cfg.Policy.Routes {
+		e.hostRoutes = e.hostRoutes || r.Host != ""
+	}
+	return e, nil
 }
 
 // Check decides req. A denial is a Decision, not an error. An unavailable or throttled
@@ -169,11 +182,16 @@ func (e *Engine) Authenticate(ctx context.Context, req *Request) (Decision, erro
 	return e.check(ctx, req, false)
 }
 
-// NeedsBody reports whether a request to method, host and path is on a route that
-// checks the body's model, so a proxy knows whether to read the body before deciding.
-func (e *Engine) NeedsBody(method, host, path string) bool {
+// NeedsBody reports whether the check of a request to method, host and path with a body
+// of contentType reads the body: on a route that checks the body's model, and for a form
+// body (whose _method field may override the method) when the policy has routes. A proxy
+// reads the body before deciding only then.
+func (e *Engine) NeedsBody(method, host, path, contentType string) bool {
 	if len(e.policy.Routes) == 0 {
 		return false
+	}
+	if formKind(contentType) != formNone {
+		return true
 	}
 	r, _, err := e.route(&Request{Method: method, Host: host, Path: path})
 	return err == nil && r != nil && r.Models
@@ -189,12 +207,18 @@ func (e *Engine) route(req *Request) (*Route, string, error) {
 	if o := trimOWS(req.MethodOverride); o != "" && !strings.EqualFold(o, method) {
 		return nil, "", errMethodOverride
 	}
-	if o, ok := queryOverride(req.Path); ok && !strings.EqualFold(o, method) {
+	if _, q, ok := strings.Cut(req.Path, "?"); ok && overridden(q, method) {
+		return nil, "", errMethodOverride
+	}
+	if req.ContentType != "" && bodyOverridden(req.ContentType, req.Body, method) {
 		return nil, "", errMethodOverride
 	}
 	host, err := CanonicalHost(req.Host)
 	if err != nil {
 		return nil, "", err
+	}
+	if e.hostRoutes && (req.ForwardedHost != "" || req.Forwarded != "") && !sameForwardedHost(host, req.ForwardedHost, req.Forwarded) {
+		return nil, "", errForwardedHost
 	}
 	path, err := CanonicalPath(req.Path)
 	if err != nil {

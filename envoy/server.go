@@ -428,6 +428,12 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 		dst = &r.RequestID
 	case isMethodOverride(name):
 		dst = &r.MethodOverride
+	case foldName(name, "content-type"):
+		dst = &r.ContentType
+	case foldName(name, "x-forwarded-host"):
+		dst = &r.ForwardedHost
+	case foldName(name, "forwarded"):
+		dst = &r.Forwarded
 	case len(name) == len(headerPartialBody) && strings.EqualFold(name, headerPartialBody):
 		r.BodyPartial = value == "true"
 		return
@@ -442,23 +448,45 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 }
 
 // isMethodOverride reports whether name is one of the headers frameworks read as the
-// request's real method.
+// request's real method, in any case and with '_' for '-' (CGI, WSGI and Rack servers
+// read X_HTTP_Method_Override as X-HTTP-Method-Override).
 func isMethodOverride(name string) bool {
 	switch len(name) {
 	case len("x-http-method-override"):
-		return strings.EqualFold(name, "x-http-method-override")
+		return foldName(name, "x-http-method-override")
 	case len("x-http-method"):
-		return strings.EqualFold(name, "x-http-method")
+		return foldName(name, "x-http-method")
 	case len("x-method-override"):
-		return strings.EqualFold(name, "x-method-override")
+		return foldName(name, "x-method-override")
 	}
 	return false
 }
 
+// foldName compares a header name with a lower-case one, in any case and with '_' read
+// as '-'.
+func foldName(name, lower string) bool {
+	if len(name) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // NeedsBody reports whether a request to method, host and path is on a route that checks
 // the body's model; the terminator reads the body before deciding only then.
-func (s *Server) NeedsBody(method, host, path string) bool {
-	return s.engine.NeedsBody(method, host, path)
+func (s *Server) NeedsBody(method, host, path, contentType string) bool {
+	return s.engine.NeedsBody(method, host, path, contentType)
 }
 
 // allowedResponse is every message of one allowed answer, in one allocation (the

@@ -52,11 +52,12 @@ type Checker interface {
 	Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error)
 }
 
-// BodyChecker is a Checker that can tell from the request line whether its decision
-// reads the body (a model check). When the Checker does not implement it, the body is
-// always read (up to MaxBody) before the check.
+// BodyChecker is a Checker that can tell from the request line and Content-Type whether
+// its decision reads the body (a model check, or a form whose _method field overrides
+// the method). When the Checker does not implement it, the body is always read (up to
+// MaxBody) before the check.
 type BodyChecker interface {
-	NeedsBody(method, host, path string) bool
+	NeedsBody(method, host, path, contentType string) bool
 }
 
 // Config configures a Terminator.
@@ -365,7 +366,7 @@ func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, peer *
 	headers[":method"], headers[":path"], headers[":authority"], headers[":scheme"] = r.Method, path, r.Host, "https"
 	h := &authv3.AttributeContext_HttpRequest{Method: r.Method, Path: path, Host: r.Host,
 		Scheme: "https", Protocol: r.Proto, Headers: headers, Size: r.ContentLength}
-	if hasBody(r) && t.needsBody(r.Method, r.Host, path) {
+	if hasBody(r) && t.needsBody(r.Method, r.Host, path, r.Header.Get("Content-Type")) {
 		buf, err := t.readBody(w, r)
 		if err != nil {
 			return nil, err
@@ -393,9 +394,9 @@ func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, peer *
 	}}, nil
 }
 
-func (t *Terminator) needsBody(method, host, path string) bool {
+func (t *Terminator) needsBody(method, host, path, contentType string) bool {
 	if bc, ok := t.cfg.Checker.(BodyChecker); ok {
-		return bc.NeedsBody(method, host, path)
+		return bc.NeedsBody(method, host, path, contentType)
 	}
 	return true
 }

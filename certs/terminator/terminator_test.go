@@ -126,7 +126,7 @@ func (d decider) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResp
 	return d.resp, nil
 }
 
-func (d decider) NeedsBody(string, string, string) bool { return d.body }
+func (d decider) NeedsBody(string, string, string, string) bool { return d.body }
 
 var unauthorized = &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.Unauthenticated)},
 	HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{

@@ -570,6 +570,14 @@ func TestTerminatorCanonicalPolicy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a form body's _method is judged", func(t *testing.T) {
+		form := "a=1&_method=DELETE"
+		resp, got := fx.raw(t, fmt.Sprintf("POST /anything HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s",
+			fx.key.Key, len(form), form))
+		if resp.StatusCode != 400 {
+			t.Fatalf("status %d: %s", resp.StatusCode, got)
+		}
+	})
 	t.Run("the upstream gets the normalized path", func(t *testing.T) {
 		resp, got := fx.raw(t, fmt.Sprintf("GET /v1/./x/..//%%6Dodels HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer %s\r\n\r\n", fx.key.Key))
 		if resp.StatusCode != 200 || !strings.Contains(got, "mx4-atlas-core") {
