@@ -40,6 +40,7 @@ type Node struct {
 	Addr string // API address, e.g. http://127.0.0.1:41234
 
 	bin, config, logPath string
+	token                string // root token, for the CLI once known
 	cmd                  *exec.Cmd
 	done                 chan struct{}
 }
@@ -103,7 +104,15 @@ func (c *Cluster) setUp() error {
 		return fmt.Errorf("operator init: unexpected answer (%v)", err)
 	}
 	c.unsealKey, c.Token = init.Keys[0], init.RootToken
+	for _, n := range c.Nodes {
+		n.token = c.Token
+	}
 	if err := c.unseal(c.Nodes[0], http.StatusOK); err != nil {
+		return err
+	}
+	// Autopilot makes a joined node a voter once it has been healthy this long (10 s
+	// by default); until then a lost leader could not be replaced.
+	if _, err := c.Nodes[0].vault("operator", "raft", "autopilot", "set-config", "-server-stabilization-time=1s"); err != nil {
 		return err
 	}
 	for _, n := range c.Nodes[1:] {
@@ -115,6 +124,9 @@ func (c *Cluster) setUp() error {
 		}
 	}
 	if _, err := c.Nodes[0].vault("secrets", "enable", "-path=secret", "-version=2", "kv"); err != nil {
+		return err
+	}
+	if err := c.waitVoters(60 * time.Second); err != nil {
 		return err
 	}
 	// KV v2 upgrades its storage in the background after the mount; writes fail until
@@ -190,7 +202,7 @@ func (n *Node) start() error {
 // vault runs the vault CLI against the node.
 func (n *Node) vault(args ...string) ([]byte, error) {
 	cmd := exec.Command(n.bin, args...)
-	cmd.Env = append(os.Environ(), "VAULT_ADDR="+n.Addr, "HOME="+os.TempDir())
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+n.Addr, "VAULT_TOKEN="+n.token, "HOME="+os.TempDir())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -215,6 +227,41 @@ func (c *Cluster) unseal(n *Node, want ...int) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return n.waitHealth(30*time.Second, want...)
+}
+
+// waitVoters waits until the Raft configuration lists every node as a voter.
+func (c *Cluster) waitVoters(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var last []byte
+	for time.Now().Before(deadline) {
+		out, err := c.Nodes[0].vault("operator", "raft", "list-peers", "-format=json")
+		if err == nil {
+			var peers struct {
+				Data struct {
+					Config struct {
+						Servers []struct {
+							NodeID string `json:"node_id"`
+							Voter  bool   `json:"voter"`
+						} `json:"servers"`
+					} `json:"config"`
+				} `json:"data"`
+			}
+			voters := 0
+			if json.Unmarshal(out, &peers) == nil {
+				for _, s := range peers.Data.Config.Servers {
+					if s.Voter {
+						voters++
+					}
+				}
+			}
+			if voters == Size {
+				return nil
+			}
+			last = out
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("not every node is a voter after %s: %s", limit, last)
 }
 
 // Health returns the node's sys/health status: 200 active, 429 standby, 503 sealed,
