@@ -3,7 +3,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration bench fuzz soak lint fmt dev vault deps clean
+.PHONY: all build test test-integration test-ha bench fuzz soak lint fmt dev vault deps clean
 SOAKTIME ?= 3m
 
 all: build
@@ -18,7 +18,7 @@ vault:
 
 ## deps: what the tests run besides Go and Vault: Debian's redis-server (installed if missing)
 deps:
-	@command -v redis-server >/dev/null || scripts/install-deps.sh
+	@command -v redis-server >/dev/null && command -v redis-sentinel >/dev/null || scripts/install-deps.sh
 
 ## test: everything CI runs: format and vet checks, then all tests with the race detector
 test: vault deps lint
@@ -27,6 +27,11 @@ test: vault deps lint
 ## test-integration: only the packages that start a real Vault or Redis
 test-integration: vault deps
 	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./cmd/keygate/
+
+## test-ha: the scale-out tests (not in `test`): a three-node Vault cluster (Raft) with
+## failover under load, Redis Sentinel and Redis Cluster failover; heavy, run them alone
+test-ha: vault deps
+	KEYGATE_HA=1 $(GO) test -count=1 -timeout 15m -v -run 'TestCluster|TestVaultClusterFailoverUnderLoad|TestRedisSentinelFailover|TestRedisClusterFailover' ./internal/vaultcluster/ ./cmd/keygate/
 
 ## bench: the in-process check benchmarks
 bench:

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/redistest"
 	"github.com/keygate/keygate/internal/vaultcluster"
 	"github.com/keygate/keygate/internal/vaulttest"
 	"github.com/keygate/keygate/vaultstore"
@@ -298,4 +299,143 @@ func checkOneSuccessor(t *testing.T, s *vaultstore.Store, ids []string) {
 			t.Fatalf("%d live successors of %s, want 1", live, id)
 		}
 	}
+}
+
+// redisFailover runs two fail-closed replicas and one fail-open replica on one Redis
+// (redisYAML names it), fails its master under load with kill, and checks that
+// on_failure is honoured during the failover, that limits resume and that the two
+// replicas share one limit afterwards.
+func redisFailover(t *testing.T, redisYAML string, kill func(bucket string)) {
+	t.Helper()
+	base := vaulttest.UniquePath(t)
+	config := func(onFailure string) string {
+		return writeConfig(t, fmt.Sprintf(`vault:
+  path: %s
+rate_limits:
+  backend: redis
+  default_plan: big
+  plans:
+    big: {per_minute: 6000000, burst: 1000000}
+    small: {per_minute: 6, burst: 5}
+  redis:
+%s
+    prefix: "%s:"
+    on_failure: %s
+`, base, redisYAML, base, onFailure))
+	}
+	closedCfg, openCfg := config("closed"), config("open")
+	t.Setenv("VAULT_ADDR", vault(t).Addr)
+	t.Setenv("VAULT_TOKEN", vault(t).Token)
+	mk := func(plan string) createdKey {
+		out, stderr, err := cli(t, "keys", "create", "--config", closedCfg, "--owner", "acct_rl", "--name", "key "+plan, "--plan", plan, "--json")
+		if err != nil {
+			t.Fatalf("keys create: %v\n%s", err, stderr)
+		}
+		var k createdKey
+		if err := json.Unmarshal([]byte(out), &k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	big, small := mk("big"), mk("small")
+	closed := []*replica{startReplica(t, vault(t), closedCfg), startReplica(t, vault(t), closedCfg)}
+	open := startReplica(t, vault(t), openCfg)
+	type counts struct {
+		ok, unavailable, other atomic.Int64
+		first                  atomic.Value
+	}
+	var cc, oc counts
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, x := range []struct {
+		r *replica
+		c *counts
+	}{{closed[0], &cc}, {open, &oc}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				code, err := x.r.check(ctx, big.Key)
+				cancel()
+				switch {
+				case err == nil && code == 200:
+					x.c.ok.Add(1)
+				case err == nil && code == 503:
+					x.c.unavailable.Add(1)
+				default:
+					if x.c.other.Add(1) == 1 {
+						x.c.first.Store(fmt.Sprintf("%d %v", code, err))
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	killed := time.Now()
+	kill("rate:" + base + ":key:" + big.ID)
+	// The failover is over when the fail-closed replica allows again.
+	var window time.Duration
+	for time.Since(killed) < 60*time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		code, err := closed[1].check(ctx, big.Key)
+		cancel()
+		if err == nil && code == 200 {
+			window = time.Since(killed)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if window == 0 {
+		t.Fatalf("limits did not resume within 60 s of the master's failure:\n%s", closed[1].logs)
+	}
+	t.Logf("master failed: fail-closed replicas allow again after %v; fail-closed: %d × 200, %d × 503; fail-open: %d × 200, %d × 503",
+		window.Round(time.Millisecond), cc.ok.Load(), cc.unavailable.Load(), oc.ok.Load(), oc.unavailable.Load())
+	if cc.other.Load()+oc.other.Load() != 0 {
+		t.Fatalf("%d answers were neither 200 nor 503 (fail-closed: %v; fail-open: %v)", cc.other.Load()+oc.other.Load(), cc.first.Load(), oc.first.Load())
+	}
+	if oc.unavailable.Load() != 0 {
+		t.Fatalf("the fail-open replica refused %d checks during the failover", oc.unavailable.Load())
+	}
+	if cc.unavailable.Load() == 0 {
+		t.Fatal("the fail-closed replica refused nothing while the master was down")
+	}
+	got := map[int]int{}
+	for i := range 12 {
+		code, err := closed[i%2].check(context.Background(), small.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[code]++
+	}
+	if got[200] != 5 || got[429] != 7 {
+		t.Fatalf("after the failover, statuses over two replicas %v, want 5 × 200 (the shared burst) and 7 × 429", got)
+	}
+}
+
+func TestRedisSentinelFailover(t *testing.T) {
+	haOnly(t)
+	s := redistest.StartSentinel(t)
+	yaml := fmt.Sprintf("    mode: sentinel\n    master_name: %s\n    addresses: [%s]", s.MasterName, strings.Join(s.Sentinels, ", "))
+	redisFailover(t, yaml, func(string) {
+		old := s.MasterNode(t)
+		old.Kill()
+		s.WaitMaster(t, old.Addr, 60*time.Second)
+	})
+}
+
+func TestRedisClusterFailover(t *testing.T) {
+	haOnly(t)
+	c := redistest.StartCluster(t)
+	yaml := fmt.Sprintf("    mode: cluster\n    addresses: [%s]", strings.Join(c.Addrs(), ", "))
+	redisFailover(t, yaml, func(bucket string) { c.MasterOf(t, bucket).Kill() })
 }
