@@ -333,7 +333,10 @@ func (cfg *config) limiter() (*ratelimit.Limiter, bool, io.Closer, error) {
 func (cfg *config) redisClient() (redis.UniversalClient, error) {
 	r := cfg.RateLimits.Redis
 	t := time.Duration(r.Timeout)
-	opts := &redis.UniversalOptions{DB: r.DB, MaxRetries: -1, DialTimeout: t, ReadTimeout: t, WriteTimeout: t}
+	// One dial per connection attempt: go-redis otherwise dials five times, 100 ms apart,
+	// and a check would wait on a dead server past its own deadline.
+	opts := &redis.UniversalOptions{DB: r.DB, MaxRetries: -1, DialTimeout: t, ReadTimeout: t, WriteTimeout: t,
+		DialerRetries: 1}
 	if r.PasswordFile != "" {
 		pw, err := os.ReadFile(r.PasswordFile)
 		if err != nil {

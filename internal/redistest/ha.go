@@ -30,6 +30,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	master := Start(t)
 	replica := start(t, "redis-server", "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+	waitReplicaSynced(t, replica, 30*time.Second)
 	s := &Sentinel{MasterName: "keygate", Nodes: []*Server{master, replica}}
 	for i := range 3 {
 		conf := filepath.Join(t.TempDir(), fmt.Sprintf("sentinel%d.conf", i))
@@ -143,7 +144,29 @@ func StartCluster(t testing.TB) *Cluster {
 	for _, n := range c.Nodes {
 		c.waitState(t, n, 30*time.Second)
 	}
+	// A replica that has not synced with its master yet cannot replace it.
+	for _, n := range c.Nodes {
+		waitReplicaSynced(t, n, 30*time.Second)
+	}
 	return c
+}
+
+// waitReplicaSynced waits until n, if it is a replica, has its link to its master up.
+func waitReplicaSynced(t testing.TB, n *Server, limit time.Duration) {
+	t.Helper()
+	cl := redis.NewClient(&redis.Options{Addr: n.Addr})
+	defer cl.Close()
+	deadline := time.Now().Add(limit)
+	for {
+		info, err := cl.Info(context.Background(), "replication").Result()
+		if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: replica not synced after %s: %v %s", n.Addr, limit, err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Addrs returns every node's address.

@@ -112,3 +112,6 @@ func (s *Server) Kill() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
 }
+
+// Output returns what the server has written so far.
+func (s *Server) Output() string { return s.out.String() }
