@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/redistest"
 	"github.com/keygate/keygate/internal/vaultcluster"
 	"github.com/keygate/keygate/internal/vaulttest"
@@ -439,3 +440,196 @@ func TestRedisClusterFailover(t *testing.T) {
 	yaml := fmt.Sprintf("    mode: cluster\n    addresses: [%s]", strings.Join(c.Addrs(), ", "))
 	redisFailover(t, yaml, func(bucket string) { c.MasterOf(t, bucket).Kill() })
 }
+
+// auditCounts counts the requests in a Vault file audit log by kind: the change feed,
+// usage records, key records and the rest, from line skip on. It returns the counts and
+// the number of lines read.
+func auditCounts(t *testing.T, path, base string, skip int) (map[string]int, int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	counts := map[string]int{}
+	for _, line := range lines[min(skip, len(lines)):] {
+		var e struct {
+			Type    string `json:"type"`
+			Request struct {
+				Path      string `json:"path"`
+				Operation string `json:"operation"`
+			} `json:"request"`
+		}
+		if json.Unmarshal([]byte(line), &e) != nil || e.Type != "request" {
+			continue
+		}
+		p := e.Request.Path
+		switch {
+		case p == "secret/data/"+base+"/changes":
+			counts["feed "+e.Request.Operation]++
+		case strings.HasPrefix(p, "secret/data/"+base+"/usage/"):
+			counts["usage "+e.Request.Operation]++
+		case strings.HasPrefix(p, "secret/data/"+base+"/"):
+			counts["records "+e.Request.Operation]++
+		default:
+			counts["other "+e.Request.Operation]++
+		}
+	}
+	return counts, len(lines)
+}
+
+// TestTenReplicas runs 10 keygate processes on one Vault cluster and one Redis: it
+// measures what they ask of Vault (file audit device) and Redis (INFO commandstats)
+// over a fixed run, checks that a revoke reaches all 10 within 2 s, and that 100
+// concurrent revocations from separate `keys revoke` processes all land in the change
+// feed and are enforced by every replica.
+func TestTenReplicas(t *testing.T) {
+	haOnly(t)
+	const (
+		replicasN = 10
+		revokeN   = 100
+		run       = 10 * time.Second
+		rate      = 20 // checks/s per replica during the measured run
+	)
+	c := vaultcluster.Start(t)
+	rdb := redistest.Start(t)
+	auditLog := t.TempDir() + "/audit.log"
+	if err := c.EnableAudit(auditLog); err != nil {
+		t.Fatal(err)
+	}
+	base := vaulttest.UniquePath(t)
+	cfg := haConfig(t, c, base, fmt.Sprintf(`usage_flush: 5s
+cache:
+  ttl: 1h
+  poll_interval: 500ms
+rate_limits:
+  backend: redis
+  default_plan: big
+  plans:
+    big: {per_minute: 6000000, burst: 1000000}
+  redis:
+    address: %s
+    prefix: "%s:"
+`, rdb.Addr, base))
+	probe := haCreate(t, c, cfg, "probe")
+	var doomed []createdKey
+	for i := range revokeN {
+		doomed = append(doomed, haCreate(t, c, cfg, fmt.Sprintf("doomed %d", i)))
+	}
+	env := []string{"VAULT_ADDR=", "VAULT_TOKEN=" + c.Token}
+	var replicas []*replica
+	for range replicasN {
+		replicas = append(replicas, startReplicaEnv(t, env, cfg))
+	}
+	ctx := context.Background()
+	for i, r := range replicas {
+		for _, k := range append([]createdKey{probe}, doomed...) {
+			// A miss may get a 503 when its read misses the 150 ms lookup budget on a
+			// busy machine; warming up is not what this test measures.
+			code, err := r.check(ctx, k.Key)
+			for try := 0; err == nil && code == 503 && try < 5; try++ {
+				time.Sleep(100 * time.Millisecond)
+				code, err = r.check(ctx, k.Key)
+			}
+			if err != nil || code != 200 {
+				t.Fatalf("replica %d, key %s before the revokes: %d %v", i, k.ID, code, err)
+			}
+		}
+	}
+	// Let the warm-up's usage flushes pass, then measure a fixed run.
+	time.Sleep(6 * time.Second)
+	_, skip := auditCounts(t, auditLog, base, 0)
+	before := rdb.CommandCalls(t)
+	start := time.Now()
+	var checks atomic.Int64
+	var wg sync.WaitGroup
+	for _, r := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(time.Second / rate)
+			defer tick.Stop()
+			for time.Since(start) < run {
+				<-tick.C
+				if code, err := r.check(ctx, probe.Key); err != nil || code != 200 {
+					t.Errorf("check during the run: %d %v", code, err)
+					return
+				}
+				checks.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	counts, _ := auditCounts(t, auditLog, base, skip)
+	after := rdb.CommandCalls(t)
+	redisCalls := map[string]int64{}
+	for cmd, n := range after {
+		if d := n - before[cmd]; d > 0 && cmd != "info" {
+			redisCalls[cmd] = d
+		}
+	}
+	secs := elapsed.Seconds()
+	feedModel := float64(replicasN) * secs / 0.5
+	usageModel := float64(replicasN) * 2 * (secs / 5) // one key used: a read and a write per flush
+	t.Logf("measured over %v, %d replicas, %d checks (%.0f/s): Vault requests %v; model: feed reads %.0f, usage requests %.0f, record reads 0",
+		elapsed.Round(time.Millisecond), replicasN, checks.Load(), float64(checks.Load())/secs, counts, feedModel, usageModel)
+	var evals int64
+	for cmd, n := range redisCalls {
+		if strings.HasPrefix(cmd, "eval") {
+			evals += n
+		}
+	}
+	// commandstats also counts the commands the GCRA script runs inside Redis (get,
+	// set, time): they are not round trips.
+	t.Logf("Redis commands %v: %.2f script calls per check (model: 1)", redisCalls, float64(evals)/float64(checks.Load()))
+
+	// One revoke reaches all 10 within 2 s.
+	if _, stderr, err := haCLI(t, c, cfg, "keys", "revoke", probe.ID); err != nil {
+		t.Fatalf("revoke: %v\n%s", err, stderr)
+	}
+	took := waitDenied(t, replicas, probe.Key, time.Now(), 2*time.Second)
+	t.Logf("one revoke denied by all %d replicas within %v", replicasN, took.Round(time.Millisecond))
+
+	// 100 revocations from 100 processes, 10 at a time.
+	sem := make(chan struct{}, 10)
+	var failed atomic.Int64
+	revStart := time.Now()
+	for _, k := range doomed {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cmd := exec.Command(keygateBinary(t), "keys", "revoke", "--config", cfg, k.ID)
+			cmd.Env = append(os.Environ(), env...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				failed.Add(1)
+				t.Errorf("keys revoke %s: %v\n%s", k.ID, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	revoked := time.Now()
+	t.Logf("%d revocations from separate processes, 10 at a time, in %v", revokeN, revoked.Sub(revStart).Round(time.Millisecond))
+	if failed.Load() > 0 {
+		t.Fatalf("%d revocations failed", failed.Load())
+	}
+	feed, err := haStore(t, c, base).ReadChanges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range doomed {
+		if _, ok := feed.Recent[authzHash(k.Key)]; !ok {
+			t.Fatalf("revocation of %s is not in the change feed", k.ID)
+		}
+	}
+	var longest time.Duration
+	for _, k := range doomed {
+		longest = max(longest, waitDenied(t, replicas, k.Key, revoked, 2*time.Second))
+	}
+	t.Logf("all %d revocations in the change feed; every replica denies every revoked key (checked one after another: done %v after the last revoke)",
+		revokeN, longest.Round(time.Millisecond))
+}
+
+func authzHash(key string) authz.KeyHash { return authz.HashKey(key) }
