@@ -30,7 +30,7 @@ test-integration: vault deps
 
 ## test-ha: the scale-out tests (not in `test`): a three-node Vault cluster (Raft) with
 ## failover under load, Redis Sentinel and Redis Cluster failover, 10 replicas with the
-## capacity measurement; heavy (about 4 minutes on 2 cores), run them alone
+## capacity measurement; heavy (about 3 minutes on 2 cores), run them alone
 test-ha: vault deps
 	KEYGATE_HA=1 $(GO) test -count=1 -timeout 15m -v -run 'TestCluster|TestVaultClusterFailoverUnderLoad|TestRedisSentinelFailover|TestRedisClusterFailover|TestTenReplicas' ./internal/vaultcluster/ ./cmd/keygate/
 
