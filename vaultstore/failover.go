@@ -21,7 +21,8 @@ const DefaultAttemptTimeout = 5 * time.Second
 // addresses, such as the nodes of a Raft cluster. In Vault OSS a standby forwards every
 // request to the active node, so any unsealed node will do.
 //
-// A request goes to the address that last answered. When that address does not answer
+// A request goes to the address that last answered (or, after a failure, the one after
+// the address that failed). When that address does not answer
 // (refused, reset, or no answer within its share of the budget) or answers 502, 503
 // (sealed, or no active node) or 504, the request goes to the next address, and so on
 // once round the list. The budget is the request's context deadline: each attempt gets
@@ -92,6 +93,7 @@ func (f *Failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := f.next.RoundTrip(r)
 		if err != nil {
 			cancel()
+			f.skip(idx)
 			lastErr = fmt.Errorf("%s: %w", f.addrs[idx].Host, err)
 			if i < n-1 && ctx.Err() == nil && (idempotent || refused(err)) {
 				continue
@@ -104,6 +106,7 @@ func (f *Failover) RoundTrip(req *http.Request) (*http.Response, error) {
 				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
 				cancel()
+				f.skip(idx)
 				lastErr = fmt.Errorf("%s: %s", f.addrs[idx].Host, resp.Status)
 				continue
 			}
@@ -114,6 +117,13 @@ func (f *Failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	return nil, lastErr
+}
+
+// skip moves the first address past idx after idx failed, unless another request has
+// moved it already, so that the next request (or a retry of a write that was not sent
+// again) does not start with the address that just failed.
+func (f *Failover) skip(idx int) {
+	f.current.CompareAndSwap(int64(idx), int64((idx+1)%len(f.addrs)))
 }
 
 // attemptRequest returns req aimed at addr, with its share of the deadline: the time

