@@ -3,7 +3,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration bench bench-tls fuzz soak lint fmt dev demo image install vault deps clean
+.PHONY: all build test test-integration test-ha bench bench-tls fuzz soak lint fmt dev demo image install vault deps clean
 SOAKTIME ?= 3m
 
 all: build
@@ -28,6 +28,12 @@ test: vault deps lint
 ## test-integration: only the packages that start a real Vault or Redis
 test-integration: vault deps
 	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./cmd/keygate/
+
+## test-ha: the scale-out tests (not in `test`): a three-node Vault cluster (Raft) with
+## failover under load, Redis Sentinel and Redis Cluster failover, 10 replicas with the
+## capacity measurement; heavy (about 3 minutes on 2 cores), run them alone
+test-ha: vault deps
+	KEYGATE_HA=1 $(GO) test -count=1 -timeout 15m -v -run 'TestCluster|TestVaultClusterFailoverUnderLoad|TestRedisSentinelFailover|TestRedisClusterFailover|TestTenReplicas' ./internal/vaultcluster/ ./cmd/keygate/
 
 ## bench: the in-process benchmarks, 1 M cached keys' memory, then keygate side by side
 ## with a no-op ext_authz server under load (scripts/bench; BENCHKEYS, BENCHROUNDS, BENCHN)

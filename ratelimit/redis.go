@@ -18,11 +18,29 @@ type Redis struct {
 	limiter *redis_rate.Limiter
 	prefix  string
 	tracer  trace.Tracer
+	reload  func(context.Context) // Redis Cluster: re-read the slot map
 }
 
-// NewRedis returns a Redis backend; bucket keys get prefix (such as "keygate:").
+// NewRedis returns a Redis backend; bucket keys get prefix (such as "keygate:"). rdb
+// is one server, a Sentinel failover client or a Redis Cluster client.
 func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
-	return &Redis{limiter: redis_rate.NewLimiter(rdb), prefix: prefix, tracer: otel.Tracer("github.com/keygate/keygate/ratelimit")}
+	r := &Redis{limiter: redis_rate.NewLimiter(rdb), prefix: prefix, tracer: otel.Tracer("github.com/keygate/keygate/ratelimit")}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		// A cluster client re-reads the slot map every 10 s, or when a node answers
+		// MOVED. A failed master answers nothing, so after a failed call the map is
+		// re-read at once (go-redis runs at most one reload per 200 ms): a replica's
+		// promotion is followed within a reload, not ten seconds.
+		r.reload = cc.ReloadState
+	}
+	return r
+}
+
+// unavailable wraps a Redis error and, for Redis Cluster, asks for a new slot map.
+func (r *Redis) unavailable(ctx context.Context, err error) error {
+	if r.reload != nil {
+		r.reload(ctx)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // Allow implements Backend. With one bucket it is one atomic Redis call. With several,
@@ -46,7 +64,7 @@ func (r *Redis) Allow(ctx context.Context, buckets []Bucket) (res Result, err er
 		for i, b := range buckets {
 			res, err := r.limiter.AllowN(ctx, r.prefix+b.Key, limits[i], 0)
 			if err != nil {
-				return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+				return Result{}, r.unavailable(ctx, err)
 			}
 			if res.Remaining < 1 {
 				return Result{Limit: b.Limit.PerMinute, RetryAfter: time.Minute / time.Duration(b.Limit.PerMinute),
@@ -59,7 +77,7 @@ func (r *Redis) Allow(ctx context.Context, buckets []Bucket) (res Result, err er
 		res, err := r.limiter.AllowN(ctx, r.prefix+b.Key, limits[i], 1)
 		if err != nil {
 			r.refund(ctx, buckets[:i], limits)
-			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			return Result{}, r.unavailable(ctx, err)
 		}
 		if res.Allowed == 0 {
 			r.refund(ctx, buckets[:i], limits)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what keygate's tests need from Debian's packages:
 #   redis-server                  the shared rate limiter (the tests start their own servers)
+#   redis-sentinel                make test-ha: Redis Sentinel failover
 #   buildah, podman, runc         make image and the test that runs the image
 #   systemd (systemd-analyze)     the systemd unit's check
 #   curl                          make dev's printed commands, the demo test
@@ -8,6 +9,7 @@
 set -euo pipefail
 want=()
 command -v redis-server >/dev/null || want+=(redis-server)
+command -v redis-sentinel >/dev/null || want+=(redis-sentinel)
 command -v buildah >/dev/null || want+=(buildah)
 command -v podman >/dev/null || want+=(podman)
 command -v runc >/dev/null || want+=(runc)
@@ -24,3 +26,4 @@ $sudo apt-get update -q >/dev/null
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${want[@]}" >/dev/null
 # Debian starts the packaged service; the tests run their own servers, so stop it.
 $sudo service redis-server stop >/dev/null 2>&1 || true
+$sudo service redis-sentinel stop >/dev/null 2>&1 || true

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/keygate/keygate/authz"
 )
@@ -27,9 +29,18 @@ type change struct {
 
 func (s *Store) feedPath() string { return s.base + "/changes" }
 
-// publish appends the hashes of changed records to the change feed.
+// publish appends the hashes of changed records to the change feed. Writers that lose
+// the check-and-set wait a random while, growing with each loss, before trying again:
+// without it, concurrent writers on a Raft cluster collide again in lockstep.
 func (s *Store) publish(ctx context.Context, hashes ...authz.KeyHash) error {
-	for range 20 {
+	for attempt := range 20 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: change feed busy: %w", ErrConflict, ctx.Err())
+			case <-time.After(rand.N(time.Duration(attempt) * 5 * time.Millisecond)):
+			}
+		}
 		var f changeFeed
 		version, err := s.read(ctx, s.feedPath(), &f)
 		if err != nil && !errors.Is(err, ErrKeyNotFound) {

@@ -237,6 +237,12 @@ func (s *Store) rotateDelivered(ctx context.Context, opts RotateDueOptions, old 
 			}
 		}
 	case errors.Is(err, ErrKeyNotFound):
+		// An earlier run may have stopped between the successor's id index and its
+		// record (Vault failing over in between): the reserved id points at nothing.
+		// Nobody holds a key for it; drop the index so the successor can be written.
+		if err := s.kv.DeleteMetadata(ctx, s.idPath(old.PendingRotation)); err != nil {
+			return out, fmt.Errorf("%w: %w", ErrVaultUnavailable, err)
+		}
 		if next, err = s.createAndDeliver(ctx, opts, oldRec, old.PendingRotation, step); err != nil {
 			return out, err
 		}

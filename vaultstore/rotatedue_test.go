@@ -185,3 +185,36 @@ func TestParseTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestRotateDueResumesAfterAHalfWrittenSuccessor: a run that stopped between the
+// successor's id index and its record (Vault failed over in between, and the clean-up
+// of the index failed too) leaves an index with no record; the re-run completes.
+func TestRotateDueResumesAfterAHalfWrittenSuccessor(t *testing.T) {
+	fx := newDueFixture(t, 1)
+	var oldID string
+	for id := range fx.keys {
+		oldID = id
+	}
+	if _, err := fx.run(t, func(id, step string) error {
+		if step == "reserved" {
+			return errCrash
+		}
+		return nil
+	}); !errors.Is(err, errCrash) {
+		t.Fatalf("run: %v", err)
+	}
+	ctx := context.Background()
+	sr, _, err := fx.store.getStored(ctx, oldID)
+	if err != nil || sr.PendingRotation == "" {
+		t.Fatalf("no reserved successor: %+v %v", sr, err)
+	}
+	_, half := issue(t, authz.KeySpec{Name: "half written"})
+	if err := fx.store.write(ctx, fx.store.idPath(sr.PendingRotation), idEntry{KeySHA256: half.Hash.String()}, 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err := fx.run(t, nil)
+	if err != nil || len(res.Rotated) != 1 || len(res.Failed) != 0 {
+		t.Fatalf("re-run: %+v %v", res, err)
+	}
+	fx.checkRotatedOnce(t, oldID)
+}

@@ -55,6 +55,7 @@ type config struct {
 	} `json:"tls"`
 	Vault struct {
 		Address       string         `json:"address"`        // default $VAULT_ADDR
+		Addresses     []string       `json:"addresses"`      // several nodes of one cluster, failed over in turn
 		TokenFile     string         `json:"token_file"`     // default $VAULT_TOKEN
 		Mount         string         `json:"mount"`          // KV v2 mount
 		Path          string         `json:"path"`           // base path inside the mount
@@ -86,6 +87,9 @@ type config struct {
 		Plans       map[string]ratelimit.Plan `json:"plans"`
 		Redis       struct {
 			Address      string         `json:"address"`
+			Mode         string         `json:"mode"`        // single (default), sentinel or cluster
+			Addresses    []string       `json:"addresses"`   // sentinels, or cluster nodes; single: address
+			MasterName   string         `json:"master_name"` // sentinel: the monitored master's name
 			PasswordFile string         `json:"password_file"`
 			DB           int            `json:"db"`
 			Prefix       string         `json:"prefix"`
@@ -236,6 +240,12 @@ func (cfg *config) vaultClient(retries int, log *slog.Logger) (*api.Client, *vau
 	if cfg.Vault.Address != "" {
 		vc.Address = cfg.Vault.Address
 	}
+	if len(cfg.Vault.Addresses) > 0 {
+		if cfg.Vault.Address != "" {
+			return nil, nil, errors.New("vault: set address or addresses, not both")
+		}
+		vc.Address = cfg.Vault.Addresses[0]
+	}
 	if t := cfg.Vault.TLS; t != (vaultTLS{}) {
 		// Settings the file leaves out keep their VAULT_* environment values.
 		tc := api.TLSConfig{
@@ -247,6 +257,13 @@ func (cfg *config) vaultClient(retries int, log *slog.Logger) (*api.Client, *vau
 		if err := vc.ConfigureTLS(&tc); err != nil {
 			return nil, nil, fmt.Errorf("vault tls: %w", err)
 		}
+	}
+	if len(cfg.Vault.Addresses) > 0 {
+		f, err := vaultstore.NewFailover(vc.HttpClient.Transport, cfg.Vault.Addresses, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("vault.addresses: %w", err)
+		}
+		vc.HttpClient.Transport = f
 	}
 	vc.MaxRetries = retries
 	client, err := api.NewClient(vc)
@@ -310,17 +327,10 @@ func (cfg *config) limiter() (*ratelimit.Limiter, bool, io.Closer, error) {
 		}
 		backend = local
 	case "redis":
-		opts := &redis.Options{Addr: rl.Redis.Address, DB: rl.Redis.DB, MaxRetries: -1,
-			DialTimeout: time.Duration(rl.Redis.Timeout), ReadTimeout: time.Duration(rl.Redis.Timeout),
-			WriteTimeout: time.Duration(rl.Redis.Timeout)}
-		if rl.Redis.PasswordFile != "" {
-			pw, err := os.ReadFile(rl.Redis.PasswordFile)
-			if err != nil {
-				return nil, false, nil, fmt.Errorf("rate_limits.redis.password_file: %w", err)
-			}
-			opts.Password = strings.TrimSpace(string(pw))
+		rdb, err := cfg.redisClient()
+		if err != nil {
+			return nil, false, nil, err
 		}
-		rdb := redis.NewClient(opts)
 		backend, closer = ratelimit.NewRedis(rdb, rl.Redis.Prefix), rdb
 	default:
 		return nil, false, nil, fmt.Errorf("rate_limits.backend must be local or redis, not %q", rl.Backend)
@@ -330,6 +340,49 @@ func (cfg *config) limiter() (*ratelimit.Limiter, bool, io.Closer, error) {
 	}
 	l, err := ratelimit.New(backend, rl.Plans, rl.DefaultPlan)
 	return l, rl.Redis.OnFailure == "open", closer, err
+}
+
+// redisClient returns the rate limits' Redis client for the configured mode: one
+// server, a master found through Sentinel, or a Redis Cluster.
+func (cfg *config) redisClient() (redis.UniversalClient, error) {
+	r := cfg.RateLimits.Redis
+	t := time.Duration(r.Timeout)
+	// One dial per connection attempt: go-redis otherwise dials five times, 100 ms apart,
+	// and a check would wait on a dead server past its own deadline.
+	opts := &redis.UniversalOptions{DB: r.DB, MaxRetries: -1, DialTimeout: t, ReadTimeout: t, WriteTimeout: t,
+		DialerRetries: 1}
+	if r.PasswordFile != "" {
+		pw, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("rate_limits.redis.password_file: %w", err)
+		}
+		opts.Password = strings.TrimSpace(string(pw))
+	}
+	switch r.Mode {
+	case "", "single":
+		if len(r.Addresses) > 0 || r.MasterName != "" {
+			return nil, errors.New("rate_limits.redis: addresses and master_name need mode sentinel or cluster; mode single uses address")
+		}
+		opts.Addrs = []string{r.Address}
+		return redis.NewClient(opts.Simple()), nil
+	case "sentinel":
+		if len(r.Addresses) == 0 || r.MasterName == "" {
+			return nil, errors.New("rate_limits.redis: mode sentinel needs addresses (the sentinels) and master_name")
+		}
+		opts.Addrs, opts.MasterName = r.Addresses, r.MasterName
+		return redis.NewFailoverClient(opts.Failover()), nil
+	case "cluster":
+		if len(r.Addresses) == 0 || r.MasterName != "" || r.DB != 0 {
+			return nil, errors.New("rate_limits.redis: mode cluster needs addresses (cluster nodes), and takes no master_name or db")
+		}
+		opts.Addrs = r.Addresses
+		// A moved slot or a failed master is followed to its new owner: a few
+		// redirects per call, each within the call's timeout.
+		opts.MaxRedirects = 3
+		return redis.NewClusterClient(opts.Cluster()), nil
+	default:
+		return nil, fmt.Errorf("rate_limits.redis.mode must be single, sentinel or cluster, not %q", r.Mode)
+	}
 }
 
 // clientCerts returns the client certificate verifier, nil when no CA is configured.

@@ -62,9 +62,15 @@ type replica struct {
 
 func startReplica(t *testing.T, v *vaulttest.Server, configFile string) *replica {
 	t.Helper()
+	return startReplicaEnv(t, v.Env(), configFile)
+}
+
+// startReplicaEnv is startReplica with the given environment (VAULT_*) added.
+func startReplicaEnv(t *testing.T, env []string, configFile string) *replica {
+	t.Helper()
 	r := &replica{grpcAddr: freeAddr(t), logs: &safebuf.Buffer{}}
 	cmd := exec.Command(keygateBinary(t), "serve", "--config", configFile, "--grpc-addr", r.grpcAddr, "--http-addr", "", "--admin-addr", "")
-	cmd.Env = append(os.Environ(), v.Env()...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = r.logs, r.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -3,7 +3,6 @@
 package redistest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os/exec"
@@ -11,22 +10,32 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/safebuf"
 )
 
 // Server is a running redis-server.
 type Server struct {
 	Addr string // host:port on 127.0.0.1
+	Port int
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  safebuf.Buffer
 	done chan struct{}
 }
 
 // Start starts redis-server and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	return start(t, "redis-server")
+}
+
+// start runs bin (redis-server or redis-sentinel) on a free loopback port with extra
+// arguments (a config file must come first, as redis-server wants it).
+func start(t testing.TB, bin string, extra ...string) *Server {
+	t.Helper()
+	path, err := exec.LookPath(bin)
 	if err != nil {
-		t.Fatal("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
+		t.Fatalf("%s is not installed (apt-get install redis-server redis-sentinel; .ci/run does it)", bin)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,9 +43,17 @@ func Start(t testing.TB) *Server {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--protected-mode", "yes", "--dir", t.TempDir())
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, done: make(chan struct{})}
+	var args []string
+	if len(extra) > 0 && strings.HasSuffix(extra[0], ".conf") {
+		args, extra = append(args, extra[0]), extra[1:]
+	}
+	args = append(args, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", t.TempDir())
+	if bin != "redis-sentinel" {
+		args = append(args, "--save", "", "--appendonly", "no")
+	}
+	args = append(args, extra...)
+	s.cmd = exec.Command(path, args...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
@@ -48,11 +65,11 @@ func Start(t testing.TB) *Server {
 	for !s.ping() {
 		select {
 		case <-s.done:
-			t.Fatalf("redis-server exited: %s", s.out.String())
+			t.Fatalf("%s exited: %s", bin, s.out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server not answering on %s", s.Addr)
+			t.Fatalf("%s not answering on %s", bin, s.Addr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -89,3 +106,12 @@ func (s *Server) Stop() {
 		<-s.done
 	}
 }
+
+// Kill ends the server at once (SIGKILL), as a crash would.
+func (s *Server) Kill() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+// Output returns what the server has written so far.
+func (s *Server) Output() string { return s.out.String() }
