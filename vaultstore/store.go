@@ -86,6 +86,9 @@ func New(cfg Config) (*Store, error) {
 	}, nil
 }
 
+// CheckPath reports whether p is usable as a KV mount or base path, as New checks it.
+func CheckPath(p string) error { return checkPath(p) }
+
 // checkPath accepts slash-separated segments of letters, digits, '-', '_' and '.'.
 func checkPath(p string) error {
 	for _, seg := range strings.Split(p, "/") {

@@ -82,6 +82,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // NOT_SERVING first, in-flight checks get cfg.ShutdownGrace to finish, and the last
 // usage times are flushed to Vault.
 func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
+	if err := cfg.validate(true); err != nil {
+		return err
+	}
 	format, err := cfg.format()
 	if err != nil {
 		return err
