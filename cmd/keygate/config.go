@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -382,4 +383,20 @@ func (d *configDuration) UnmarshalJSON(b []byte) error {
 
 func (d configDuration) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.Quote(time.Duration(d).String())), nil
+}
+
+// preflight checks Vault as configured: token, KV v2 mount, and the policy's reach over
+// keygate's path (keys: what the keys commands need too).
+func (cfg *config) preflight(ctx context.Context, client *api.Client, keys bool) error {
+	source := ""
+	switch {
+	case cfg.Vault.Address != "":
+		source = "vault.address"
+	case os.Getenv(api.EnvVaultAddress) != "":
+		source = api.EnvVaultAddress
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return vaultstore.Preflight(ctx, vaultstore.PreflightConfig{Client: client, Mount: cfg.Vault.Mount, Path: cfg.Vault.Path,
+		Keys: keys, AddrSource: source})
 }

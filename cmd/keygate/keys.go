@@ -122,6 +122,9 @@ func (c *keysCommand) open(ctx context.Context) error {
 	if _, err := auth.Login(ctx); err != nil {
 		return err
 	}
+	if err := c.cfg.preflight(ctx, client, true); err != nil {
+		return err
+	}
 	if c.store, err = c.cfg.store(client); err != nil {
 		return err
 	}
@@ -232,6 +235,11 @@ func keysCreate(ctx context.Context, c *keysCommand, args []string) error {
 	}
 	if err := c.open(ctx); err != nil {
 		return err
+	}
+	if plans := c.cfg.RateLimits.Plans; *plan != "" && len(plans) > 0 {
+		if _, ok := plans[*plan]; !ok {
+			return fmt.Errorf("keys create: --plan %q: the config defines no such plan%s", *plan, planHint(plans))
+		}
 	}
 	key, rec, err := c.format.Issue(spec, now)
 	if err != nil {

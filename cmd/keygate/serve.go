@@ -124,6 +124,12 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err := auth.Start(runCtx); err != nil {
 		return err
 	}
+	if err := cfg.preflight(ctx, vaultClient, cfg.AdminAddr != ""); err != nil {
+		if !errors.Is(err, vaultstore.ErrVaultUnavailable) {
+			return err // misconfigured: refuse to start, with the fix
+		}
+		log.Warn("vault preflight failed; not ready until Vault answers", slog.String("error", err.Error()))
+	}
 	store, err := cfg.store(vaultClient)
 	if err != nil {
 		return err

@@ -142,3 +142,31 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysPreflightAndPlans: keys commands name a wrong mount and a wrong token with
+// their fix, and refuse a plan the config does not define.
+func TestKeysPreflightAndPlans(t *testing.T) {
+	base := useVault(t)
+	if _, _, err := cli(t, "keys", "list", "--vault-mount", "nosuchmount", "--vault-path", base); err == nil ||
+		!strings.Contains(err.Error(), "vault secrets enable -path=nosuchmount kv-v2") {
+		t.Fatalf("keys list on a missing mount: %v", err)
+	}
+	t.Setenv("VAULT_TOKEN", "hvs.not-a-token")
+	if _, _, err := cli(t, "keys", "list", "--vault-path", base); err == nil || !strings.Contains(err.Error(), "VAULT_TOKEN rejected (403)") {
+		t.Fatalf("keys list with a bad token: %v", err)
+	}
+	t.Setenv("VAULT_TOKEN", vault(t).Token)
+	cfg := writeConfig(t, fmt.Sprintf("vault: {path: %s}\nrate_limits:\n  plans:\n    free: {per_minute: 60}\n", base))
+	if _, _, err := cli(t, "keys", "create", "--config", cfg, "--name", "x", "--owner", "o", "--plan", "nonexistent"); err == nil ||
+		!strings.Contains(err.Error(), `--plan "nonexistent": the config defines no such plan (defined: free)`) {
+		t.Fatalf("keys create --plan nonexistent: %v", err)
+	}
+	if _, _, err := cli(t, "keys", "create", "--config", cfg, "--name", "x", "--owner", "o", "--plan", "free"); err != nil {
+		t.Fatalf("keys create --plan free: %v", err)
+	}
+	// serve refuses a missing mount instead of reporting ready.
+	_, _, err := cli(t, "serve", "--vault-mount", "nosuchmount", "--vault-path", base, "--grpc-addr", freeAddr(t), "--http-addr", "", "--admin-addr", "")
+	if err == nil || !strings.Contains(err.Error(), "vault secrets enable -path=nosuchmount kv-v2") {
+		t.Fatalf("serve on a missing mount: %v", err)
+	}
+}
