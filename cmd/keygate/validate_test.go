@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -168,5 +169,41 @@ func TestKeysPreflightAndPlans(t *testing.T) {
 	_, _, err := cli(t, "serve", "--vault-mount", "nosuchmount", "--vault-path", base, "--grpc-addr", freeAddr(t), "--http-addr", "", "--admin-addr", "")
 	if err == nil || !strings.Contains(err.Error(), "vault secrets enable -path=nosuchmount kv-v2") {
 		t.Fatalf("serve on a missing mount: %v", err)
+	}
+}
+
+// TestUndecodableRecordIsSkipped: a damaged record does not hide the others from keys
+// list and rotate-due; it is named on stderr (and in rotate-due's summary), and the exit
+// status is 1.
+func TestUndecodableRecordIsSkipped(t *testing.T) {
+	base := useVault(t)
+	good := createKey(t, vault(t), base)
+	kv := vault(t).Client(t, nil).KVv2("secret")
+	ctx := context.Background()
+	hash := strings.Repeat("ab", 32)
+	for path, data := range map[string]map[string]any{
+		base + "/ids/key_AAAAAAAAAAAAAAAA": {"key_sha256": "not-a-hash"},
+		base + "/ids/key_BBBBBBBBBBBBBBBB": {"key_sha256": hash},
+		base + "/records/" + hash:          {"id": "key_BBBBBBBBBBBBBBBB", "scopes": "not a list", "key_sha256": hash},
+	} {
+		if _, err := kv.Put(ctx, path, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, stderr, err := cli(t, "keys", "list", "--vault-path", base, "--json")
+	if !errors.Is(err, exitCode(1)) || !strings.Contains(out, good.ID) {
+		t.Fatalf("keys list: %v\n%s%s", err, out, stderr)
+	}
+	for _, id := range []string{"key_AAAAAAAAAAAAAAAA", "key_BBBBBBBBBBBBBBBB"} {
+		if !strings.Contains(stderr, "warning: skipped "+id) {
+			t.Errorf("stderr does not name %s:\n%s", id, stderr)
+		}
+	}
+	if strings.Contains(stderr, hash) {
+		t.Errorf("a record's hash reached stderr:\n%s", stderr)
+	}
+	out, _, err = cli(t, "keys", "rotate-due", "--vault-path", base, "--older-than", "0s", "--deliver", "vault:secret/"+base+"-apps/{owner}/{name}#api_key")
+	if !errors.Is(err, exitCode(1)) || !strings.Contains(out, `"skipped":[{"id":"key_`) || !strings.Contains(out, good.ID) {
+		t.Fatalf("rotate-due: %v\n%s", err, out)
 	}
 }
