@@ -34,6 +34,10 @@ var (
 	// ErrInvalidPath is returned by New for an unusable mount or base path.
 	ErrInvalidPath = errors.New("invalid vault path")
 
+	// ErrUndecodable means a record in Vault is not one keygate can read (written by
+	// hand, or damaged). List leaves it out and ListReport names it.
+	ErrUndecodable = errors.New("undecodable record")
+
 	// ErrInvalidKeyID is returned for an id that is not of the form key_XXXXXXXXXXXXXXXX.
 	ErrInvalidKeyID = errors.New("invalid key id")
 )

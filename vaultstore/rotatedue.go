@@ -129,6 +129,7 @@ type RotateDueResult struct {
 	Checked int          `json:"checked"`
 	Rotated []RotatedKey `json:"rotated"`
 	Failed  []FailedKey  `json:"failed"`
+	Skipped []Skipped    `json:"skipped"` // records that do not decode: not rotated
 }
 
 // RotatedKey is one key a run replaced.
@@ -155,11 +156,12 @@ type FailedKey struct {
 // confirmed is revoked (nobody has it) and replaced. The old key is marked replaced,
 // and its grace period starts, only after the new key is delivered.
 func (s *Store) RotateDue(ctx context.Context, opts RotateDueOptions) (RotateDueResult, error) {
-	res := RotateDueResult{Rotated: []RotatedKey{}, Failed: []FailedKey{}}
-	all, err := s.List(ctx)
+	res := RotateDueResult{Rotated: []RotatedKey{}, Failed: []FailedKey{}, Skipped: []Skipped{}}
+	all, skipped, err := s.ListReport(ctx)
 	if err != nil {
 		return res, err
 	}
+	res.Skipped = append(res.Skipped, skipped...)
 	now := s.now()
 	for _, r := range all {
 		res.Checked++

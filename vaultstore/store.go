@@ -88,6 +88,9 @@ func New(cfg Config) (*Store, error) {
 	}, nil
 }
 
+// CheckPath reports whether p is usable as a KV mount or base path, as New checks it.
+func CheckPath(p string) error { return checkPath(p) }
+
 // checkPath accepts slash-separated segments of letters, digits, '-', '_' and '.'.
 func checkPath(p string) error {
 	for _, seg := range strings.Split(p, "/") {
@@ -142,7 +145,7 @@ func toStored(r authz.Record) storedRecord {
 func (s storedRecord) record() (authz.Record, error) {
 	h, err := authz.ParseKeyHash(s.KeySHA256)
 	if err != nil {
-		return authz.Record{}, fmt.Errorf("record %s: %w", s.ID, err)
+		return authz.Record{}, fmt.Errorf("%w: record %s: %w", ErrUndecodable, s.ID, err)
 	}
 	if s.Scopes == nil {
 		s.Scopes = []string{}
@@ -212,7 +215,8 @@ func (s *Store) read(ctx context.Context, path string, v any) (version int, err 
 		return 0, fmt.Errorf("%w: at %s", ErrKeyNotFound, path)
 	}
 	if err := json.Unmarshal(env.Data.Data, v); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", path, err)
+		// The path is not named: a record's path holds its key's hash.
+		return 0, fmt.Errorf("%w: %s: %w", ErrUndecodable, s.kind(path), err)
 	}
 	return env.Data.Metadata.Version, nil
 }
@@ -305,21 +309,35 @@ func (s *Store) getStored(ctx context.Context, id string) (storedRecord, int, er
 	}
 	h, err := authz.ParseKeyHash(e.KeySHA256)
 	if err != nil {
-		return storedRecord{}, 0, fmt.Errorf("id %s: %w", id, err)
+		return storedRecord{}, 0, fmt.Errorf("%w: id %s: %w", ErrUndecodable, id, err)
 	}
 	var sr storedRecord
 	version, err := s.read(ctx, s.recordPath(h), &sr)
 	return sr, version, err
 }
 
-// List returns every record, oldest first.
+// Skipped is a record List could not decode: it is left out, and reported.
+type Skipped struct {
+	ID    string `json:"id"`
+	Error string `json:"error"`
+}
+
+// List returns every record that decodes, oldest first. One that does not is left out
+// (ListReport names it), so one damaged record does not hide all the others.
 func (s *Store) List(ctx context.Context) ([]authz.Record, error) {
+	recs, _, err := s.ListReport(ctx)
+	return recs, err
+}
+
+// ListReport is List, and the records it left out because they do not decode.
+func (s *Store) ListReport(ctx context.Context) ([]authz.Record, []Skipped, error) {
 	lctx, done := s.observe(ctx, "list", s.base+"/ids")
 	sec, err := s.client.Logical().ListWithContext(lctx, s.mount+"/metadata/"+s.base+"/ids")
 	done(err)
 	if err != nil {
-		return nil, fmt.Errorf("%w: list keys: %w", ErrVaultUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: list keys: %w", ErrVaultUnavailable, err)
 	}
+	var skipped []Skipped
 	var ids []any
 	if sec != nil {
 		ids, _ = sec.Data["keys"].([]any)
@@ -331,13 +349,16 @@ func (s *Store) List(ctx context.Context) ([]authz.Record, error) {
 		switch {
 		case errors.Is(err, ErrKeyNotFound), errors.Is(err, ErrInvalidKeyID):
 			continue // an id whose record was never written (see Create)
+		case errors.Is(err, ErrUndecodable):
+			skipped = append(skipped, Skipped{ID: id, Error: err.Error()})
+			continue
 		case err != nil:
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, r)
 	}
 	slices.SortStableFunc(out, func(a, b authz.Record) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return out, nil
+	return out, skipped, nil
 }
 
 // Revoke marks the key with the given id revoked at the given time, announces the

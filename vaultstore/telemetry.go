@@ -47,10 +47,7 @@ func newTelemetry() (telemetry, error) {
 // recording its duration and, unless it is a not-found, its error. kind is the first
 // path segment under the base ("records", "ids", "changes", …): never a key's hash.
 func (s *Store) observe(ctx context.Context, op, path string) (context.Context, func(error)) {
-	kind := strings.TrimPrefix(path, s.base+"/")
-	if i := strings.IndexByte(kind, '/'); i >= 0 {
-		kind = kind[:i]
-	}
+	kind := s.kind(path)
 	attrs := attribute.NewSet(attribute.String("operation", op), attribute.String("kind", kind))
 	ctx, span := s.tel.tracer.Start(ctx, "vault."+op, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("vault.operation", op), attribute.String("vault.kind", kind)))
@@ -63,6 +60,15 @@ func (s *Store) observe(ctx context.Context, op, path string) (context.Context, 
 		}
 		span.End()
 	}
+}
+
+// kind is the first path segment under the base: "records", "ids", "changes", …
+func (s *Store) kind(path string) string {
+	kind := strings.TrimPrefix(path, s.base+"/")
+	if i := strings.IndexByte(kind, '/'); i >= 0 {
+		kind = kind[:i]
+	}
+	return kind
 }
 
 // registerCacheMetrics exports the cache's counters as observable counters.

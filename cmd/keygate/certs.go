@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/certs"
@@ -24,8 +25,9 @@ A private PKI for air-gapped sites (ECDSA P-384):
   issue   --ca-dir DIR (--server | --client) --out PREFIX [--cn NAME]
           [--spiffe-id spiffe://…] [--dns a,b] [--ttl 90d]
             issue a certificate: PREFIX.pem and PREFIX-key.pem (0600)
-  inspect FILE [--ca CA.pem]
-            subject, SANs, issuer, validity, days to expiry, chain check
+  inspect FILE [--ca CA.pem] [--crl CRL.pem | --ca-dir DIR]
+            subject, SANs, issuer, validity, days to expiry, chain check;
+            status: revoked when the CRL lists it
   revoke  --ca-dir DIR CERT.pem|SERIAL
             revoke a certificate and rewrite DIR/crl.pem
 `
@@ -203,17 +205,35 @@ func certsIssue(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 
 func certsInspect(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	caFile := fs.String("ca", "", "check the chain against this CA bundle")
+	caDir := fs.String("ca-dir", "", "the CA's directory (from init-ca): its ca.pem and crl.pem")
+	crlFile := fs.String("crl", "", "report the certificate revoked when this CRL (signed by the CA) lists it")
 	file, err := parseWithArg(fs, args)
 	if err != nil {
 		return err
+	}
+	if *caDir != "" {
+		if *caFile == "" {
+			*caFile = filepath.Join(*caDir, "ca.pem")
+		}
+		if *crlFile == "" {
+			*crlFile = filepath.Join(*caDir, "crl.pem")
+		}
+	}
+	if *crlFile != "" && *caFile == "" {
+		return errors.New("certs inspect: --crl needs --ca (or --ca-dir): the CRL's signature is checked against it")
 	}
 	certPEM, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
-	var caPEM []byte
+	var caPEM, crlPEM []byte
 	if *caFile != "" {
 		if caPEM, err = os.ReadFile(*caFile); err != nil {
+			return err
+		}
+	}
+	if *crlFile != "" {
+		if crlPEM, err = os.ReadFile(*crlFile); err != nil {
 			return err
 		}
 	}
@@ -221,8 +241,33 @@ func certsInspect(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("certs inspect %s: %w", file, err)
 	}
+	if len(crlPEM) > 0 {
+		v, err := certs.NewVerifier(caPEM, crlPEM, nil)
+		if err != nil {
+			return fmt.Errorf("certs inspect: %s: %w", *crlFile, err)
+		}
+		status := fmt.Sprintf("%-16s %s", "crl:", "not listed in "+*crlFile)
+		if cs := certs.ParseCertificates(certPEM); len(cs) > 0 {
+			if _, err := v.VerifyCert(cs[0]); errors.Is(err, certs.ErrRevoked) {
+				status = fmt.Sprintf("%-16s %s", "crl:", "listed in "+*crlFile)
+				report = replaceRow(report, "status:", fmt.Sprintf("%-16s %s", "status:", "revoked"))
+			}
+		}
+		report += status + "\n"
+	}
 	fmt.Fprint(stdout, report)
 	return nil
+}
+
+// replaceRow replaces the report line that starts with prefix.
+func replaceRow(report, prefix, row string) string {
+	lines := strings.SplitAfter(report, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			lines[i] = row + "\n"
+		}
+	}
+	return strings.Join(lines, "")
 }
 
 func certsRevoke(fs *flag.FlagSet, args []string, stdout io.Writer) error {

@@ -80,7 +80,19 @@ func TestPKICommands(t *testing.T) {
 	if err := openssl(); err != nil {
 		t.Fatalf("openssl verify of the fresh certificate: %v", err)
 	}
+	if r := run("certs", "inspect", client+".pem", "--ca-dir", ca); !strings.Contains(r, "status:          valid") || !strings.Contains(r, "crl:             not listed") {
+		t.Errorf("inspect --ca-dir before the revoke:\n%s", r)
+	}
 	run("certs", "revoke", "--ca-dir", ca, client+".pem")
+	for _, args := range [][]string{{"--ca-dir", ca}, {"--ca", filepath.Join(ca, "ca.pem"), "--crl", filepath.Join(ca, "crl.pem")}} {
+		if r := run(append([]string{"certs", "inspect", client + ".pem"}, args...)...); !strings.Contains(r, "status:          revoked\n") || !strings.Contains(r, "crl:             listed") {
+			t.Errorf("inspect %v after the revoke:\n%s", args, r)
+		}
+	}
+	// A CRL signed by another CA is refused, not believed.
+	if _, _, err := cli(t, "certs", "inspect", client+".pem", "--ca", filepath.Join(foreign, "ca.pem"), "--crl", filepath.Join(ca, "crl.pem")); err == nil {
+		t.Error("inspect believed a CRL its CA did not sign")
+	}
 	if err := verify(); !errors.Is(err, certs.ErrRevoked) {
 		t.Fatalf("revoked client certificate: %v", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,6 +112,8 @@ type config struct {
 		SprayWindow     configDuration `json:"spray_window"`
 		PollInterval    configDuration `json:"poll_interval"` // change feed (revocations) poll
 	} `json:"cache"`
+
+	src *configSource // the file it was read from, for line numbers in problems
 }
 
 func defaultConfig() config {
@@ -187,16 +190,14 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.path, "vault-path", "", "base path of keygate's records in the mount (default from config: keygate)")
 }
 
-// load reads the configuration file, if any, and applies the common flags that were set.
+// load reads the configuration file, if any, reporting every problem in it with its
+// line, and applies the common flags that were set.
 func (c *commonFlags) load(fs *flag.FlagSet) (config, error) {
 	cfg := defaultConfig()
 	if c.configFile != "" {
-		raw, err := os.ReadFile(c.configFile)
-		if err != nil {
-			return cfg, fmt.Errorf("config: %w", err)
-		}
-		if cfg, err = parseConfig(raw); err != nil {
-			return cfg, fmt.Errorf("config %s: %w", c.configFile, err)
+		var err error
+		if cfg, err = loadConfigFile(c.configFile); err != nil {
+			return cfg, err
 		}
 	}
 	setFlags(fs, map[string]flagField{
@@ -299,9 +300,14 @@ func (cfg *config) store(client *api.Client) (*vaultstore.Store, error) {
 
 func (cfg *config) cache(store *vaultstore.Store, onSpray func(source string, failures int)) (*vaultstore.Cache, error) {
 	c := cfg.Cache
+	// stale_for: 0 means no stale serving at all (the cache reads 0 as its default).
+	staleFor := time.Duration(c.StaleFor)
+	if staleFor == 0 {
+		staleFor = -1
+	}
 	return vaultstore.NewCache(store, vaultstore.CacheConfig{
 		Size: c.Size, TTL: time.Duration(c.TTL), NegativeTTL: time.Duration(c.NegativeTTL),
-		StaleFor: time.Duration(c.StaleFor), MissRate: c.MissRate, MissBurst: c.MissBurst,
+		StaleFor: staleFor, MissRate: c.MissRate, MissBurst: c.MissBurst,
 		SourceMissRate: c.SourceMissRate, SourceMissBurst: c.SourceMissBurst, SprayFailures: c.SprayFailures,
 		SprayWindow: time.Duration(c.SprayWindow), OnSpraySuspected: onSpray,
 		PollInterval: time.Duration(c.PollInterval), Metrics: true,
@@ -411,21 +417,28 @@ func (cfg *config) clientCerts() (*certs.Verifier, error) {
 	return v, nil
 }
 
+// logLevel parses log_level (or --log-level): debug, info, warn or error.
 func (cfg *config) logLevel() (slog.Level, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return 0, fmt.Errorf("log_level: %w", err)
+	switch strings.ToLower(cfg.LogLevel) {
+	case "debug", "info", "warn", "error":
+		_ = l.UnmarshalText([]byte(cfg.LogLevel))
+		return l, nil
 	}
-	return l, nil
+	return 0, fmt.Errorf("log_level: unknown level %q: use debug, info, warn or error", cfg.LogLevel)
 }
 
 // configDuration is a time.Duration written as "150ms", "10s" or "30d" in the config.
 type configDuration time.Duration
 
 func (d *configDuration) UnmarshalJSON(b []byte) error {
+	if string(b) == "0" { // a bare 0 needs no unit
+		*d = 0
+		return nil
+	}
 	s, err := strconv.Unquote(string(b))
 	if err != nil {
-		return fmt.Errorf("a duration must be a string such as \"150ms\" or \"30d\", got %s", b)
+		return fmt.Errorf("invalid duration %s: %s", b, duration.Hint)
 	}
 	v, err := duration.Parse(s)
 	if err != nil {
@@ -437,4 +450,20 @@ func (d *configDuration) UnmarshalJSON(b []byte) error {
 
 func (d configDuration) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.Quote(time.Duration(d).String())), nil
+}
+
+// preflight checks Vault as configured: token, KV v2 mount, and the policy's reach over
+// keygate's path (keys: what the keys commands need too).
+func (cfg *config) preflight(ctx context.Context, client *api.Client, keys bool) error {
+	source := ""
+	switch {
+	case cfg.Vault.Address != "":
+		source = "vault.address"
+	case os.Getenv(api.EnvVaultAddress) != "":
+		source = api.EnvVaultAddress
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return vaultstore.Preflight(ctx, vaultstore.PreflightConfig{Client: client, Mount: cfg.Vault.Mount, Path: cfg.Vault.Path,
+		Keys: keys, AddrSource: source})
 }

@@ -122,6 +122,9 @@ func (c *keysCommand) open(ctx context.Context) error {
 	if _, err := auth.Login(ctx); err != nil {
 		return err
 	}
+	if err := c.cfg.preflight(ctx, client, true); err != nil {
+		return err
+	}
 	if c.store, err = c.cfg.store(client); err != nil {
 		return err
 	}
@@ -233,6 +236,11 @@ func keysCreate(ctx context.Context, c *keysCommand, args []string) error {
 	if err := c.open(ctx); err != nil {
 		return err
 	}
+	if plans := c.cfg.RateLimits.Plans; *plan != "" && len(plans) > 0 {
+		if _, ok := plans[*plan]; !ok {
+			return fmt.Errorf("keys create: --plan %q: the config defines no such plan%s", *plan, planHint(plans))
+		}
+	}
 	key, rec, err := c.format.Issue(spec, now)
 	if err != nil {
 		return fmt.Errorf("keys create: %w", err)
@@ -261,10 +269,25 @@ func keysList(ctx context.Context, c *keysCommand, args []string) error {
 	if err := c.open(ctx); err != nil {
 		return err
 	}
-	recs, err := c.store.List(ctx)
+	recs, skipped, err := c.store.ListReport(ctx)
 	if err != nil {
 		return fmt.Errorf("keys list: %w", err)
 	}
+	if err := c.listTable(ctx, recs, idle); err != nil {
+		return err
+	}
+	for _, sk := range skipped {
+		fmt.Fprintf(c.stderr, "keygate keys list: warning: skipped %s: %s\n", sk.ID, sk.Error)
+	}
+	if len(skipped) > 0 {
+		// Everything readable was printed; the status tells scripts the list is partial.
+		return exitCode(1)
+	}
+	return nil
+}
+
+// listTable prints the records, as a table or JSON.
+func (c *keysCommand) listTable(ctx context.Context, recs []authz.Record, idle time.Duration) error {
 	now := time.Now()
 	views := []admin.View{}
 	for _, r := range recs {
@@ -426,7 +449,10 @@ func keysRotateDue(ctx context.Context, c *keysCommand, args []string) error {
 	if err != nil {
 		return fmt.Errorf("keys rotate-due: %w", err)
 	}
-	if len(res.Failed) > 0 {
+	for _, sk := range res.Skipped {
+		fmt.Fprintf(c.stderr, "keygate keys rotate-due: warning: skipped %s: %s\n", sk.ID, sk.Error)
+	}
+	if len(res.Failed) > 0 || len(res.Skipped) > 0 {
 		return exitCode(1)
 	}
 	return nil

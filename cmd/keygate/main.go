@@ -5,6 +5,7 @@
 //	keygate keys create|list|show|revoke
 //	keygate check [flags]            send one Check to a running server, as Envoy would
 //	keygate certs init-ca|issue|inspect|revoke
+//	keygate config validate --config FILE
 //	keygate version
 package main
 
@@ -58,6 +59,7 @@ commands:
   keys      create, list, show and revoke API keys
   check     send one authorization check to a running keygate, as Envoy would
   certs     a private PKI: init-ca, issue, inspect, revoke (CRL)
+  config    validate --config FILE: check a configuration offline
   version   print the version (also: keygate --version)
 
 Run "keygate <command> -h" for a command's flags.
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCheck(ctx, args[1:], stdout, stderr)
 	case "certs":
 		return runCerts(ctx, args[1:], stdout, stderr)
+	case "config":
+		return runConfig(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "keygate", version)
 		return nil

@@ -222,7 +222,7 @@ func TestCLIErrors(t *testing.T) {
 		"malformed id":     {[]string{"keys", "revoke", "../../x", "--vault-path", base}, "invalid key id"},
 		"no id":            {[]string{"keys", "show", "--vault-path", base}, "a key id is required"},
 		"extra argument":   {[]string{"keys", "list", "extra"}, "unexpected argument"},
-		"bad profile":      {[]string{"serve", "--vault-path", base, "--deny-profile", "nope"}, "unknown deny profile"},
+		"bad profile":      {[]string{"serve", "--vault-path", base, "--deny-profile", "nope"}, "unknown profile \"nope\""},
 		"bad log level":    {[]string{"serve", "--vault-path", base, "--log-level", "loud"}, "log_level"},
 		"missing config":   {[]string{"keys", "list", "--config", filepath.Join(t.TempDir(), "none.yaml")}, "no such file"},
 		"unknown command":  {[]string{"frobnicate"}, ""},
@@ -343,8 +343,13 @@ func FuzzParseConfig(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		// The line-reporting parser never accepts what the strict one refuses.
+		_, _, probs := parseConfigLines(raw)
 		cfg, err := parseConfig(raw)
 		if err != nil {
+			if len(probs) == 0 {
+				t.Fatalf("parseConfigLines accepted %q, which parseConfig refuses: %v", raw, err)
+			}
 			return
 		}
 		// Whatever parses survives a round trip: nothing was half-read or misread.

@@ -92,7 +92,7 @@ func restartOnly(a, b config) []string {
 	for i := range va.NumField() {
 		f := va.Type().Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "log_level" {
+		if name == "log_level" || !f.IsExported() { // unexported: where it was read from
 			continue
 		}
 		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {

@@ -242,7 +242,7 @@ func (p *process) check(t *testing.T, key string, certPEM []byte) int {
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Method: "GET", Path: "/v1/models", Headers: headers}}}})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, p.logs)
 	}
 	if resp.GetOkResponse() != nil {
 		return http.StatusOK

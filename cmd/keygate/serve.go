@@ -99,6 +99,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // NOT_SERVING first, in-flight checks get cfg.ShutdownGrace to finish, and the last
 // usage times are flushed to Vault. lv reloads what can change live (SIGHUP).
 func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, lv *live) error {
+	if err := cfg.validate(true); err != nil {
+		return err
+	}
 	format, err := cfg.format()
 	if err != nil {
 		return err
@@ -141,6 +144,12 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	defer stopRun()
 	if err := auth.Start(runCtx); err != nil {
 		return err
+	}
+	if err := cfg.preflight(ctx, vaultClient, cfg.AdminAddr != ""); err != nil {
+		if !errors.Is(err, vaultstore.ErrVaultUnavailable) {
+			return err // misconfigured: refuse to start, with the fix
+		}
+		log.Warn("vault preflight failed; not ready until Vault answers", slog.String("error", err.Error()))
 	}
 	store, err := cfg.store(vaultClient)
 	if err != nil {

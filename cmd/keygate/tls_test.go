@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,5 +137,63 @@ func waitUntilOK(t *testing.T, cond func() bool) {
 			t.Fatal("serve never became ready")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCheckCommandOverTLS: keygate check reaches an mTLS gRPC listener with
+// --cacert/--cert/--key/--server-name, and sends a body (--body, --body-file) that a
+// model route reads.
+func TestCheckCommandOverTLS(t *testing.T) {
+	base := useVault(t)
+	p := newSitePKI(t)
+	dir := t.TempDir()
+	clientCert, clientKey := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	if err := os.WriteFile(clientCert, p.client.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(clientKey, p.client.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, fmt.Sprintf(`vault: {path: %s}
+policy:
+  routes: [{name: chat, path: /v1/chat/completions, models: true}]
+tls:
+  grpc: {cert_file: %s, key_file: %s, client_ca_file: %s, require_client_cert: true}
+`, base, p.serverCert, p.serverKey, p.caFile))
+	out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base, "--name", "models", "--models", "gpt-4o", "--json")
+	if err != nil {
+		t.Fatalf("keys create: %v\n%s", err, stderr)
+	}
+	var k createdKey
+	if err := json.Unmarshal([]byte(out), &k); err != nil {
+		t.Fatal(err)
+	}
+	grpcAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs safebuf.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", cfg, "--grpc-addr", grpcAddr, "--http-addr", "", "--admin-addr", ""}, &logs, &logs)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	bodyFile := filepath.Join(dir, "body.json")
+	if err := os.WriteFile(bodyFile, []byte(`{"model":"gpt-4o"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsArgs := []string{"check", "--addr", grpcAddr, "--cacert", p.caFile, "--cert", clientCert, "--key", clientKey,
+		"--server-name", "127.0.0.1", "--method", "POST", "--path", "/v1/chat/completions", "-H", "x-api-key: " + k.Key}
+	waitUntilOK(t, func() bool {
+		_, _, err := cli(t, append(tlsArgs, "--body-file", bodyFile)...)
+		return err == nil
+	})
+	if out, _, err := cli(t, append(tlsArgs, "--body", `{"model":"gpt-3.5"}`)...); !errors.Is(err, exitCode(3)) || !strings.Contains(out, "DENY 403") {
+		t.Fatalf("a model outside the key's list: %v\n%s", err, out)
+	}
+	// Without the client certificate the listener refuses the connection.
+	if _, _, err := cli(t, "check", "--addr", grpcAddr, "--cacert", p.caFile, "--server-name", "127.0.0.1", "--timeout", "2s"); err == nil || errors.Is(err, exitCode(3)) {
+		t.Fatalf("check without a client certificate: %v", err)
+	}
+	if _, _, err := cli(t, "check", "--addr", grpcAddr, "--cert", clientCert); err == nil || !strings.Contains(err.Error(), "--cert and --key go together") {
+		t.Fatalf("--cert without --key: %v", err)
 	}
 }

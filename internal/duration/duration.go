@@ -9,18 +9,26 @@ import (
 	"time"
 )
 
-// Parse accepts Go durations and whole days.
+// Hint is what every invalid duration's message suggests.
+const Hint = "use 90d or 1h30m (units: d, h, m, s, ms)"
+
+// Parse accepts Go durations and whole days. Every error reads
+// `invalid duration "…": use 90d or 1h30m (units: d, h, m, s, ms)`, whether the value
+// came from a flag, the config file or the admin API.
 func Parse(s string) (time.Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		days, err := strconv.Atoi(n)
 		if err != nil || days < 0 || days > 36500 {
-			return 0, fmt.Errorf("invalid duration %q: want whole days such as 30d", s)
+			if err == nil {
+				return 0, fmt.Errorf("invalid duration %q: want whole days from 0d to 36500d", s)
+			}
+			return 0, fmt.Errorf("invalid duration %q: %s; days are whole (30d)", s, Hint)
 		}
 		return time.Duration(days) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: %w", s, err)
+		return 0, fmt.Errorf("invalid duration %q: %s", s, Hint)
 	}
 	return d, nil
 }
