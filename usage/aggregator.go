@@ -57,20 +57,25 @@ type Options struct {
 // numShards spreads concurrent Counts over independent locks.
 const numShards = 32
 
-// cellKey is a cell as Count sees it: strings the decision already holds, and the
-// reason, turned into its code only at flush time.
+// cellKey is a cell as Count sees it: what the decision already holds, turned into a
+// Cell only at flush time. The route is the policy's *Route (hashing a pointer costs
+// less than hashing its name); the owner, fixed per key id, is in the value.
 type cellKey struct {
 	minute int64
 	keyID  string
-	owner  string
-	route  string
+	route  *authz.Route
 	model  string
 	reason authz.Reason
 }
 
+type cellValue struct {
+	n     int64
+	owner string
+}
+
 type shard struct {
 	mu    sync.Mutex
-	cells map[cellKey]int64
+	cells map[cellKey]*cellValue
 	drops int64
 	_     [40]byte // keeps neighbouring shards' locks off one cache line
 }
@@ -125,7 +130,7 @@ func NewAggregator(store Writer, opts Options) (*Aggregator, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	for i := range a.shards {
-		a.shards[i].cells = map[cellKey]int64{}
+		a.shards[i].cells = map[cellKey]*cellValue{}
 	}
 	m := otel.Meter("github.com/keygate/keygate/usage")
 	var err error
@@ -177,21 +182,18 @@ func (a *Aggregator) ReplicaID() string { return a.opts.ReplicaID }
 // (missing, malformed or unknown key) counts under an empty key id and owner.
 func (a *Aggregator) Count(d *authz.Decision, at time.Time) {
 	sec := at.Unix()
-	k := cellKey{minute: sec - sec%60, keyID: d.Record.ID, owner: d.Record.Owner, model: d.Model, reason: d.Reason}
+	k := cellKey{minute: sec - sec%60, keyID: d.Record.ID, route: d.Route, model: d.Model, reason: d.Reason}
 	if sec < 0 && sec%60 != 0 {
 		k.minute -= 60
 	}
-	if d.Route != nil {
-		k.route = d.Route.Name
-	}
 	s := &a.shards[(maphash.String(a.seed, k.keyID)+uint64(k.reason))%numShards]
 	s.mu.Lock()
-	if _, ok := s.cells[k]; ok {
-		s.cells[k]++
+	if v := s.cells[k]; v != nil {
+		v.n++ // the steady state: one map lookup, no allocation
 	} else if len(s.cells) < a.perShard {
 		// A new cell keeps copies, not the request's memory the strings may share.
 		k.model = strings.Clone(k.model)
-		s.cells[k] = 1
+		s.cells[k] = &cellValue{n: 1, owner: d.Record.Owner}
 	} else {
 		s.drops++
 	}
@@ -207,12 +209,15 @@ func (a *Aggregator) swap() (map[Cell]int64, int64) {
 		s := &a.shards[i]
 		s.mu.Lock()
 		cells, d := s.cells, s.drops
-		s.cells, s.drops = make(map[cellKey]int64, len(cells)), 0
+		s.cells, s.drops = make(map[cellKey]*cellValue, len(cells)), 0
 		s.mu.Unlock()
 		drops += d
-		for k, n := range cells {
-			out[Cell{Minute: k.minute, KeyID: k.keyID, Owner: k.owner, Route: k.route, Model: k.model,
-				Outcome: k.reason.String()}] += n
+		for k, v := range cells {
+			c := Cell{Minute: k.minute, KeyID: k.keyID, Owner: v.owner, Model: k.model, Outcome: k.reason.String()}
+			if k.route != nil {
+				c.Route = k.route.Name
+			}
+			out[c] += v.n
 		}
 	}
 	return out, drops
