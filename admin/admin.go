@@ -59,6 +59,8 @@ type Config struct {
 	// PeerOf returns the caller's verified client certificate (the listener's mTLS), so
 	// that identity rules can admit an admin client certificate; nil: none.
 	PeerOf func(*http.Request) authz.Peer
+	// Usage answers the usage routes (usage.go); nil: they answer 501.
+	Usage UsageReader
 }
 
 type api struct {
@@ -81,6 +83,8 @@ func New(cfg Config) http.Handler {
 	mux.Handle("POST /api-keys/{id}/rotate", a.route(a.rotate))
 	mux.Handle("DELETE /api-keys/{id}", a.route(a.revoke))
 	mux.Handle("PATCH /api-keys/{id}", a.route(a.setScopes))
+	mux.Handle("GET /api-keys/{id}/usage", a.route(a.keyUsage))
+	mux.Handle("GET /usage", a.route(a.ownerUsage))
 	return mux
 }
 
