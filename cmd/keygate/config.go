@@ -101,6 +101,7 @@ type config struct {
 		MissBurst    int            `json:"miss_burst"`    // reads at once for uncached keys
 		PollInterval configDuration `json:"poll_interval"` // change feed (revocations) poll
 	} `json:"cache"`
+	Usage usageConfig `json:"usage"` // per-key usage analytics (usage.go)
 }
 
 func defaultConfig() config {
