@@ -16,9 +16,9 @@ build:
 vault:
 	@scripts/vault-build.sh >/dev/null
 
-## deps: what the tests run besides Go and Vault: Debian's redis-server (installed if missing)
+## deps: what the tests run besides Go and Vault: Debian's redis-server and postgresql (installed if missing)
 deps:
-	@command -v redis-server >/dev/null || scripts/install-deps.sh
+	@scripts/install-deps.sh
 
 ## test: everything CI runs: format and vet checks, then all tests with the race detector
 test: vault deps lint
@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvoyPEM$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClientCert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
+	$(GO) test -run '^$$' -fuzz '^FuzzUsageQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
 
 ## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks
 soak: vault
