@@ -24,13 +24,13 @@ deps:
 test: vault deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## test-integration: only the packages that start a real Vault or Redis
+## test-integration: only the packages that start a real Vault, Redis or PostgreSQL
 test-integration: vault deps
-	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./cmd/keygate/
+	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./usage/ ./cmd/keygate/
 
 ## bench: the in-process check benchmarks
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./authz/ ./envoy/
+	$(GO) test -run '^$$' -bench . -benchmem ./authz/ ./envoy/ ./usage/
 
 ## fuzz: each fuzz target for FUZZTIME (seed corpora: <package>/testdata/fuzz/)
 fuzz:
