@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,14 @@ func TestUsageRoutes(t *testing.T) {
 	fx.url = srv.URL
 
 	rng := "from=2026-11-24T10:00:00Z&to=2026-11-24T10:05:00Z"
+	// Points are ordered by time, then by value (bytewise).
+	pt := func(id string, n int) string {
+		return `{"time":"2026-11-24T10:00:00Z","key_id":"` + id + `","count":` + strconv.Itoa(n) + `}`
+	}
+	byKey := "[" + pt(ids["app"], 7) + "," + pt(ids["self-service"], 1) + "]"
+	if ids["self-service"] < ids["app"] {
+		byKey = "[" + pt(ids["self-service"], 1) + "," + pt(ids["app"], 7) + "]"
+	}
 	for name, tc := range map[string]struct {
 		key, path string
 		status    int
@@ -60,8 +69,7 @@ func TestUsageRoutes(t *testing.T) {
 			`[{"time":"2026-11-24T10:00:00Z","model":"gpt-4o","count":4},{"time":"2026-11-24T10:00:00Z","model":"o1","count":1},{"time":"2026-11-24T10:01:00Z","model":"","count":2}]`},
 		"owner, its key by outcome, default range and step": {fx.owner, "/api-keys/" + ids["app"] + "/usage?by=outcome", 200,
 			`[{"time":"2026-11-24T10:00:00Z","outcome":"allowed","count":6},{"time":"2026-11-24T10:00:00Z","outcome":"model_not_allowed","count":1}]`},
-		"owner, its own usage by key": {fx.owner, "/usage?by=key&" + rng, 200,
-			`[{"time":"2026-11-24T10:00:00Z","key_id":"` + ids["app"] + `","count":7},{"time":"2026-11-24T10:00:00Z","key_id":"` + ids["self-service"] + `","count":1}]`},
+		"owner, its own usage by key": {fx.owner, "/usage?by=key&" + rng, 200, byKey},
 		"admin, every owner by outcome": {fx.admin, "/usage?step=day&by=outcome&" + rng, 200,
 			`[{"time":"2026-11-24T00:00:00Z","outcome":"allowed","count":15},{"time":"2026-11-24T00:00:00Z","outcome":"model_not_allowed","count":1},{"time":"2026-11-24T00:00:00Z","outcome":"rate_limited","count":1},{"time":"2026-11-24T00:00:00Z","outcome":"unknown_key","count":3}]`},
 		"admin, another owner": {fx.admin, "/usage?owner=acct_b&" + rng, 200, `[{"time":"2026-11-24T10:00:00Z","count":9}]`},
