@@ -268,8 +268,9 @@ func (a *Aggregator) Maintain(ctx context.Context) error {
 	return a.store.Maintain(ctx, time.Now(), a.opts.RollupAfter, a.opts.Retention)
 }
 
-// Run flushes every flush interval, and rolls up and applies the retention every ten
-// minutes, until ctx ends; then it flushes one last time (for up to five seconds).
+// Run flushes every flush interval (each flush and rollup bounded by the interval, at
+// least 10 s), and rolls up and applies the retention every ten minutes, until ctx
+// ends; then it flushes one last time (for up to five seconds).
 func (a *Aggregator) Run(ctx context.Context) {
 	t := time.NewTicker(a.opts.Flush)
 	defer t.Stop()
@@ -282,13 +283,17 @@ func (a *Aggregator) Run(ctx context.Context) {
 			cancel()
 			return
 		case <-t.C:
-			_ = a.Flush(ctx)
+			// A store that hangs fails the flush (kept for the next) rather than stall
+			// the loop; the counters go on meanwhile, bounded by MaxCells.
+			fctx, cancel := context.WithTimeout(ctx, max(a.opts.Flush, 10*time.Second))
+			_ = a.Flush(fctx)
 			if time.Since(last) >= maintainEvery {
 				last = time.Now()
-				if err := a.Maintain(ctx); err != nil {
+				if err := a.Maintain(fctx); err != nil {
 					a.log.Warn("usage rollup failed", slog.Any("error", err))
 				}
 			}
+			cancel()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,4 +217,77 @@ func TestQueryBounds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStoreMaintainWhileWriting runs rollups beside replicas that keep writing into
+// minutes being rolled up: a rollup or a write may fail (and is retried, as the
+// aggregator retries), but no count is lost or counted twice.
+func TestStoreMaintainWhileWriting(t *testing.T) {
+	stores(t, func(t *testing.T, open func() *usage.SQLStore) {
+		ctx := context.Background()
+		now := t0.Add(72 * time.Hour) // every minute written is past the rollup age
+		const replicas, flushes = 3, 15
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		var want int64
+		var mu sync.Mutex
+		var retries, rollups, failedRollups atomic.Int64
+		for r := range replicas {
+			s := open()
+			wg.Go(func() {
+				for f := range flushes {
+					b := usage.Batch{ID: fmt.Sprintf("r%d-%d", r, f), Counts: map[usage.Cell]int64{}}
+					for m := range 5 {
+						b.Counts[cell((f+m)%90, "key_a", "chat", "m", "allowed")] = int64(m + 1)
+					}
+					for try := 0; s.Write(ctx, []usage.Batch{b}) != nil; try++ { // a deadlock victim: the same batch again
+						retries.Add(1)
+						if try == 100 {
+							t.Error("a write failed 100 times")
+							return
+						}
+					}
+					mu.Lock()
+					want += 15
+					mu.Unlock()
+				}
+			})
+		}
+		var maint sync.WaitGroup
+		for range 2 {
+			s := open()
+			maint.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if s.Maintain(ctx, now, 48*time.Hour, 90*24*time.Hour) == nil {
+						rollups.Add(1)
+					} else {
+						failedRollups.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(stop)
+		maint.Wait()
+		t.Logf("%d rollups beside the writes, %d failed; %d writes retried", rollups.Load(), failedRollups.Load(), retries.Load())
+		s := open()
+		if err := s.Maintain(ctx, now, 48*time.Hour, 90*24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		pts, err := s.Query(ctx, usage.Query{KeyID: "key_a", From: t0, To: t0.Add(24 * time.Hour), Step: usage.StepDay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pts) != 1 || pts[0].Count != want {
+			t.Fatalf("got %v, want one day of %d", pts, want)
+		}
+		if m := query(t, s, usage.Query{KeyID: "key_a", From: t0, To: t0.Add(3 * time.Hour), Step: usage.StepMinute}); len(m) != 0 {
+			t.Errorf("minute rows left after the last rollup: %v", m)
+		}
+	})
 }
