@@ -258,3 +258,22 @@ func BenchmarkCount(b *testing.B) {
 		})
 	})
 }
+
+// TestAggregatorRunFlushesOnStop: counts made before the context ends are written by
+// Run's last flush, long before the flush interval.
+func TestAggregatorRunFlushesOnStop(t *testing.T) {
+	s := sqlite(t)
+	a, err := usage.NewAggregator(s, usage.Options{Flush: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	a.Count(decision(keyA, chat, "m", authz.ReasonAllowed), t0)
+	a.Count(decision(keyA, chat, "m", authz.ReasonRateLimited), t0)
+	cancel()
+	<-done
+	equal(t, "after stop", query(t, s, usage.Query{KeyID: "key_a", From: t0, To: t0.Add(time.Hour), Step: usage.StepMinute,
+		By: usage.DimOutcome}), map[string]int64{"10:00 allowed": 1, "10:00 rate_limited": 1})
+}
