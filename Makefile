@@ -16,7 +16,7 @@ build:
 vault:
 	@scripts/vault-build.sh >/dev/null
 
-## deps: what the tests run besides Go and Vault: Debian's redis-server, buildah, podman, runc, systemd-analyze (installed if missing)
+## deps: what the tests run besides Go and Vault: Debian's redis-server, postgresql, buildah, podman, runc, systemd-analyze (installed if missing)
 deps:
 	@scripts/install-deps.sh
 
@@ -25,9 +25,9 @@ test: vault deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd deploy && $(GO) test -count=1 ./...
 
-## test-integration: only the packages that start a real Vault or Redis
+## test-integration: only the packages that start a real Vault, Redis or PostgreSQL
 test-integration: vault deps
-	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./cmd/keygate/
+	$(GO) test -race -count=1 -timeout 20m ./vaultstore/ ./envoy/ ./admin/ ./ratelimit/ ./usage/ ./cmd/keygate/
 
 ## test-ha: the scale-out tests (not in `test`): a three-node Vault cluster (Raft) with
 ## failover under load, Redis Sentinel and Redis Cluster failover, 10 replicas with the
@@ -44,6 +44,7 @@ bench: vault
 	$(GO) test -run '^$$' -bench . -benchmem ./authz/
 	$(GO) test -run '^$$' -bench 'ServerCheck' -benchmem ./envoy/
 	$(GO) test -run '^$$' -bench 'CacheHit' -benchmem ./vaultstore/
+	$(GO) test -run '^$$' -bench . -benchmem ./usage/
 	KEYGATE_BENCH_KEYS=$(BENCHKEYS) $(GO) test -run '^$$' -bench 'CacheMemory' -benchtime 1x ./vaultstore/
 	@mkdir -p bin
 	$(GO) run ./scripts/bench -rounds $(BENCHROUNDS) -n $(BENCHN) -cpuprofile bin/bench-cpu.pprof
@@ -64,6 +65,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClientCert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzXFCCValue$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/terminator/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
+	$(GO) test -run '^$$' -fuzz '^FuzzUsageQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
 
 ## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks
 soak: vault

@@ -65,6 +65,8 @@ type Config struct {
 	// Usage records that a caller's key was used, as the check path does; nil: admin
 	// calls leave no last-use record.
 	Usage UsageRecorder
+	// UsageStats answers the usage routes (usage.go); nil: they answer 501.
+	UsageStats UsageReader
 }
 
 // UsageRecorder remembers when keys were used; *vaultstore.Usage is one.
@@ -95,6 +97,8 @@ func New(cfg Config) http.Handler {
 	mux.Handle("POST /api-keys/{id}/rotate", a.route(a.rotate))
 	mux.Handle("DELETE /api-keys/{id}", a.route(a.revoke))
 	mux.Handle("PATCH /api-keys/{id}", a.route(a.setScopes))
+	mux.Handle("GET /api-keys/{id}/usage", a.route(a.keyUsage))
+	mux.Handle("GET /usage", a.route(a.ownerUsage))
 	return mux
 }
 

@@ -196,6 +196,8 @@ type Options struct {
 	// names the real client, each with the one header it sets. Empty: forwarding headers
 	// are ignored.
 	TrustForwardedFrom []TrustedProxy
+	// Counter counts every check for usage analytics; nil: not counted.
+	Counter Counter
 }
 
 // RateLimiter counts a request against a key's limits; *ratelimit.Limiter is one.
@@ -221,6 +223,7 @@ type Server struct {
 	metrics  *metrics
 	verifier func() *certs.Verifier
 	trusted  []TrustedProxy
+	counter  Counter
 	peers    *lru.Cache[[32]byte, verifiedPeer] // by SHA-256 of the certificate as sent
 	views    *recordViews                       // the record-only parts of allowed answers
 }
@@ -250,7 +253,7 @@ func NewServer(engine *authz.Engine, opts Options) (*Server, error) {
 	}
 	s := &Server{engine: engine, log: opts.Logger, audit: opts.Audit, usage: opts.Usage,
 		limits: opts.Limits, failOpen: opts.LimiterFailOpen, metrics: m,
-		verifier: opts.ClientCerts, trusted: opts.TrustForwardedFrom, views: newRecordViews()}
+		verifier: opts.ClientCerts, trusted: opts.TrustForwardedFrom, views: newRecordViews(), counter: opts.Counter}
 	if s.verifier != nil {
 		// Verifying a chain costs far more than a check; a client sends the same
 		// certificate on every request.
@@ -282,6 +285,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			attribute.String("keygate.reason", d.Reason.String()))
 	}
 	s.metrics.record(ctx, &d, start)
+	if s.counter != nil {
+		s.counter.Count(&d, start)
+	}
 	return resp, err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/propagators/b3"
@@ -46,15 +47,25 @@ func TestCheckSpanContinuesTheTrace(t *testing.T) {
 			if resp, err := client.Check(ctx, envoyRequest(t, map[string]string{"authorization": "Bearer " + ks.active})); err != nil || resp.GetOkResponse() == nil {
 				t.Fatalf("check: %v %v", resp, err)
 			}
-			spans := exp.GetSpans()
+			// The server ends its Check span after the answer is on the wire, so the
+			// client may see the answer first: wait for the span (bounded).
+			var spans tracetest.SpanStubs
 			var check, read *tracetest.SpanStub
-			for i := range spans {
-				switch {
-				case strings.HasSuffix(spans[i].Name, "Authorization/Check"):
-					check = &spans[i]
-				case spans[i].Name == "vault.read":
-					read = &spans[i]
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				spans = exp.GetSpans()
+				check, read = nil, nil
+				for i := range spans {
+					switch {
+					case strings.HasSuffix(spans[i].Name, "Authorization/Check"):
+						check = &spans[i]
+					case spans[i].Name == "vault.read":
+						read = &spans[i]
+					}
 				}
+				if (check != nil && read != nil) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 			if check == nil || read == nil {
 				t.Fatalf("spans %v: want the Check span and a vault.read", names(spans))

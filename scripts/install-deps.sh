@@ -5,6 +5,7 @@
 #   buildah, podman, runc         make image and the test that runs the image
 #   systemd (systemd-analyze)     the systemd unit's check
 #   curl                          make dev's printed commands, the demo test
+#   postgresql                    the shared usage store's tests (they start their own clusters)
 # The packages' own services are not used.
 set -euo pipefail
 want=()
@@ -15,6 +16,7 @@ command -v podman >/dev/null || want+=(podman)
 command -v runc >/dev/null || want+=(runc)
 command -v systemd-analyze >/dev/null || want+=(systemd)
 command -v curl >/dev/null || want+=(curl)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || want+=(postgresql)
 [ ${#want[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" != 0 ]; then
@@ -27,3 +29,4 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommen
 # Debian starts the packaged service; the tests run their own servers, so stop it.
 $sudo service redis-server stop >/dev/null 2>&1 || true
 $sudo service redis-sentinel stop >/dev/null 2>&1 || true
+$sudo service postgresql stop >/dev/null 2>&1 || true

@@ -112,6 +112,7 @@ type config struct {
 		SprayWindow     configDuration `json:"spray_window"`
 		PollInterval    configDuration `json:"poll_interval"` // change feed (revocations) poll
 	} `json:"cache"`
+	Usage usageConfig `json:"usage"` // per-key usage analytics (usage.go)
 
 	src *configSource // the file it was read from, for line numbers in problems
 }

@@ -35,6 +35,8 @@ commands:
             the application's Vault path; prints a JSON summary; safe to re-run
   update ID --scopes a,b [--json]  change a key's scopes
   revoke ID [--json]            revoke a key now; it is denied from then on
+  usage  ID [--from T] [--to T] [--step minute|hour|day] [--by route|model|outcome] [--json]
+            a key's checks from the usage store (usage.store in --config); last 24h
 
 Each accepts --config, --key-prefix, --vault-mount, --vault-path and --audit-log; Vault
 is reached through VAULT_ADDR and VAULT_TOKEN (or the config's vault.auth).
@@ -47,7 +49,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cmds := map[string]func(context.Context, *keysCommand, []string) error{
 		"create": keysCreate, "list": keysList, "show": keysShow, "revoke": keysRevoke,
-		"rotate": keysRotate, "rotate-due": keysRotateDue, "update": keysUpdate,
+		"rotate": keysRotate, "rotate-due": keysRotateDue, "update": keysUpdate, "usage": keysUsageCmd,
 	}
 	run, ok := cmds[args[0]]
 	switch {

@@ -236,6 +236,15 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	if limiter != nil {
 		opts.Limits = limiter // an untyped nil, not a nil *Limiter, when there is none
 	}
+	counts, usageStore, stopUsage, err := cfg.Usage.start(runCtx, log)
+	if err != nil {
+		return err
+	}
+	defer stopUsage() // after the servers stop: the last flush sees every check
+	var usageReader admin.UsageReader
+	if counts != nil {
+		opts.Counter, usageReader = counts, usageStore // untyped nils when off
+	}
 	authzServer, err := envoy.NewServer(engine, opts)
 	if err != nil {
 		return err
@@ -276,7 +285,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 		{"mTLS terminator", "terminate", cfg.Terminate.Addr, term, reloaders["terminate"]},
 		{"health", "http", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics), reloaders["http"]},
 		{"admin API", "admin", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
-			DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(reloaders["admin"])}), reloaders["admin"]},
+			DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(reloaders["admin"]), UsageStats: usageReader}), reloaders["admin"]},
 	} {
 		if l.addr == "" {
 			continue
