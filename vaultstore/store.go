@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -33,6 +34,9 @@ type Config struct {
 	LookupTimeout time.Duration
 	// Now returns the current time, for name claims and usage; nil means time.Now.
 	Now func() time.Time
+	// Logger receives failed Vault requests, at most one line per class every 10 s
+	// (never a key, a hash or a path); nil: not logged (they are still counted).
+	Logger *slog.Logger
 }
 
 // Store keeps key records in Vault KV v2. It implements authz.KeyLookup.
@@ -43,6 +47,7 @@ type Store struct {
 	lookupTimeout time.Duration
 	now           func() time.Time
 	tel           telemetry
+	failures      failureLog
 	ownersIndexed atomic.Bool // the owner index is complete (see owners.go)
 }
 
@@ -85,6 +90,7 @@ func New(cfg Config) (*Store, error) {
 		base:          cfg.Path,
 		lookupTimeout: cfg.LookupTimeout,
 		now:           cfg.Now,
+		failures:      failureLog{log: cfg.Logger},
 	}, nil
 }
 

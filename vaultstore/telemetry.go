@@ -3,8 +3,16 @@ package vaultstore
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -33,14 +41,83 @@ func newTelemetry() (telemetry, error) {
 		return t, err
 	}
 	if t.errors, err = m.Int64Counter("keygate.vault.errors",
-		metric.WithDescription("Vault requests that failed (not counting not-found), by operation and kind of data.")); err != nil {
+		metric.WithDescription("Vault requests that failed (not counting not-found), by operation, kind of data and class (denied, timeout, unreachable, unavailable, other).")); err != nil {
 		return t, err
 	}
 	// The check path's reads start at zero, so alerts see the series before any error.
 	for _, kind := range []string{"records", "changes"} {
-		t.errors.Add(context.Background(), 0, metric.WithAttributes(attribute.String("operation", "read"), attribute.String("kind", kind)))
+		for _, class := range errorClasses {
+			t.errors.Add(context.Background(), 0, metric.WithAttributes(attribute.String("operation", "read"),
+				attribute.String("kind", kind), attribute.String("class", class)))
+		}
 	}
 	return t, nil
+}
+
+// Classes of failed Vault requests, for logs and the keygate_vault_errors_total metric.
+const (
+	ClassDenied      = "denied"      // 401 or 403: the token is invalid or its policy does not reach the path
+	ClassTimeout     = "timeout"     // the request's deadline passed (lookup_timeout, Envoy's timeout)
+	ClassUnreachable = "unreachable" // no connection: refused, reset, DNS
+	ClassUnavailable = "unavailable" // Vault answered 5xx: sealed, no leader, overloaded
+	ClassOther       = "other"       // anything else, such as an undecodable answer
+)
+
+var errorClasses = []string{ClassDenied, ClassTimeout, ClassUnreachable, ClassUnavailable, ClassOther}
+
+// ErrorClass says why a Vault request failed: one of the Class constants.
+func ErrorClass(err error) string {
+	var re *api.ResponseError
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &re) && (re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden):
+		return ClassDenied
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return ClassTimeout
+	case errors.As(err, &re) && re.StatusCode >= 500:
+		return ClassUnavailable
+	case errors.As(err, &oe), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return ClassUnreachable
+	}
+	return ClassOther
+}
+
+// failureLog logs failed Vault requests at most once per class every failureLogEvery,
+// with how many of that class went unlogged meanwhile: a Vault outage on the check
+// path must be visible, not a line per check.
+type failureLog struct {
+	log   *slog.Logger
+	last  [5]atomic.Int64 // unix nanoseconds of the last line, per class
+	quiet [5]atomic.Int64 // failures not logged since
+}
+
+const failureLogEvery = 10 * time.Second
+
+func (f *failureLog) note(ctx context.Context, op, kind, class string, status int) {
+	if f.log == nil {
+		return
+	}
+	i := slices.Index(errorClasses, class)
+	now := time.Now().UnixNano()
+	last := f.last[i].Load()
+	if now-last < int64(failureLogEvery) || !f.last[i].CompareAndSwap(last, now) {
+		f.quiet[i].Add(1)
+		return
+	}
+	// Neither the error's text nor the path: a record's path holds its key's hash.
+	f.log.LogAttrs(ctx, slog.LevelWarn, "vault request failed", slog.String("operation", op),
+		slog.String("kind", kind), slog.String("class", class), slog.Int("status", status),
+		slog.Int64("unlogged_since_last", f.quiet[i].Swap(0)), slog.String("hint", classHint[class]))
+}
+
+// classHint is what to look at for each class.
+var classHint = map[string]string{
+	ClassDenied:      "the token was rejected or its policy does not reach keygate's path: check VAULT_TOKEN / vault.auth and vaultstore/policies",
+	ClassTimeout:     "Vault answered too slowly: check its load and vault.lookup_timeout",
+	ClassUnreachable: "no connection to Vault: check VAULT_ADDR / vault.address(es) and the network",
+	ClassUnavailable: "Vault answered 5xx: sealed, no active node, or overloaded",
+	ClassOther:       "an unexpected answer from Vault",
 }
 
 // observe starts a span for one Vault request and returns the function that ends it,
@@ -54,9 +131,17 @@ func (s *Store) observe(ctx context.Context, op, path string) (context.Context, 
 	start := time.Now()
 	return ctx, func(err error) {
 		s.tel.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributeSet(attrs))
-		if err != nil && !errors.Is(err, ErrKeyNotFound) {
-			s.tel.errors.Add(ctx, 1, metric.WithAttributeSet(attrs))
-			span.SetStatus(codes.Error, "vault request failed")
+		if err != nil && !errors.Is(err, ErrKeyNotFound) && !errors.Is(err, context.Canceled) {
+			class := ErrorClass(err)
+			s.tel.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("operation", op), attribute.String("kind", kind),
+				attribute.String("class", class)))
+			status := 0
+			var re *api.ResponseError
+			if errors.As(err, &re) {
+				status = re.StatusCode
+			}
+			s.failures.note(ctx, op, kind, class, status)
+			span.SetStatus(codes.Error, "vault request failed: "+class)
 		}
 		span.End()
 	}

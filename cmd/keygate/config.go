@@ -290,8 +290,10 @@ func (cfg *config) vaultClient(retries int, log *slog.Logger) (*api.Client, *vau
 	return client, auth, nil
 }
 
-func (cfg *config) store(client *api.Client) (*vaultstore.Store, error) {
+// store returns the key store; log (nil: none) receives its failed Vault requests.
+func (cfg *config) store(client *api.Client, log *slog.Logger) (*vaultstore.Store, error) {
 	return vaultstore.New(vaultstore.Config{
+		Logger:        log,
 		Client:        client,
 		Mount:         cfg.Vault.Mount,
 		Path:          cfg.Vault.Path,

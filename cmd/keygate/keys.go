@@ -127,7 +127,7 @@ func (c *keysCommand) open(ctx context.Context) error {
 	if err := c.cfg.preflight(ctx, client, true); err != nil {
 		return err
 	}
-	if c.store, err = c.cfg.store(client); err != nil {
+	if c.store, err = c.cfg.store(client, nil); err != nil {
 		return err
 	}
 	// "stdout" sends a command's audit lines to its standard error, so that what the

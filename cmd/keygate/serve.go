@@ -151,7 +151,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 		}
 		log.Warn("vault preflight failed; not ready until Vault answers", slog.String("error", err.Error()))
 	}
-	store, err := cfg.store(vaultClient)
+	store, err := cfg.store(vaultClient, log)
 	if err != nil {
 		return err
 	}
