@@ -223,6 +223,8 @@ type Server struct {
 	trusted  []TrustedProxy
 	peers    *lru.Cache[[32]byte, verifiedPeer] // by SHA-256 of the certificate as sent
 	views    *recordViews                       // the record-only parts of allowed answers
+	// removeWire is remove as OkHttpResponse.headers_to_remove, encoded.
+	removeWire []byte
 }
 
 // verifiedPeer is a cached verification: the peer, valid until notAfter, by the
@@ -261,32 +263,51 @@ func NewServer(engine *authz.Engine, opts Options) (*Server, error) {
 	if !opts.KeepCredentials {
 		s.remove = []string{headerAuthorization, headerAPIKey}
 	}
+	s.removeWire = encodeRemove(s.remove)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	return s, nil
 }
 
-// Register registers the Authorization service on g.
-func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s) }
+// Register registers the Authorization service on g. With the Codec option on g,
+// allowed answers are encoded from their prebuilt parts.
+func (s *Server) Register(g *grpc.Server) { g.RegisterService(&authorizationDesc, s) }
 
 // Check implements envoy.service.auth.v3.Authorization/Check. Denials are responses; the
 // error is non-nil only when keygate could not decide, and Envoy then applies the
 // filter's status_on_error.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, err := s.answer(ctx, req)
+	switch r := resp.(type) {
+	case *allowedResponse:
+		return &r.CheckResponse, nil
+	case *authv3.CheckResponse:
+		return r, err
+	}
+	return nil, err
+}
+
+// answer is Check for the gRPC handler: an allowed answer is an *allowedResponse, the
+// others an *authv3.CheckResponse; nil with the error when keygate could not decide.
+func (s *Server) answer(ctx context.Context, req *authv3.CheckRequest) (any, error) {
 	start := time.Now()
-	d, resp, err := s.check(ctx, req)
+	d, resp, err := s.check(ctx, req, start)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		// Decision and reason, never key material, on the Check span.
 		span.SetAttributes(attribute.String("keygate.decision", decisionOf(d.Reason)),
 			attribute.String("keygate.reason", d.Reason.String()))
 	}
 	s.metrics.record(ctx, &d, start)
-	return resp, err
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
-// check decides req and builds the answer; Check observes it.
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Decision, *authv3.CheckResponse, error) {
+// check decides req and builds the answer (an *allowedResponse or an
+// *authv3.CheckResponse); answer observes it. start is when the check began.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time.Time) (authz.Decision, any, error) {
 	areq, fwd := requestFrom(req.GetAttributes().GetRequest().GetHttp())
 	if s.verifier != nil {
 		areq.Peer = s.peer(req.GetAttributes().GetSource().GetCertificate(), fwd)
@@ -328,7 +349,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Dec
 		return d, denied(&d, rl), nil
 	}
 	if s.usage != nil && d.Record.Kind != authz.KindCertificate { // certificates have no key record
-		s.usage.Seen(d.Record.ID, time.Now())
+		s.usage.Seen(d.Record.ID, start)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "allowed",
@@ -463,41 +484,53 @@ func (s *Server) NeedsBody(method, host, path string) bool {
 
 // allowedResponse is every message of one allowed answer, in one allocation (the
 // rate-limit headers, when a plan applies, in a second). What depends only on the key's
-// record comes from a recordView.
+// record comes from a recordView. It is the CheckResponse it embeds (a proto.Message),
+// and also knows its own bytes (codec.go): the view's and the server's prebuilt parts,
+// and the request id and rate-limit headers of this check.
 type allowedResponse struct {
-	resp     authv3.CheckResponse
+	authv3.CheckResponse
 	ok       authv3.CheckResponse_OkResponse
 	okHTTP   authv3.OkHttpResponse
 	reqID    [2]header // upstream, client
 	upstream [4]*corev3.HeaderValueOption
 	client   [7]*corev3.HeaderValueOption
+
+	view      *recordView
+	requestID string
+	remove    []byte     // the server's headers to remove, encoded
+	rate      *[3]header // the rate-limit headers, nrate of them
+	nrate     int
 }
 
 // statusOK is the status of every allowed answer; never modified.
 var statusOK = &rpcstatus.Status{Code: int32(codes.OK)}
 
-func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {
+// clientRequestID is the request id header for the client.
+const clientRequestID = "X-Request-ID"
+
+func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *allowedResponse {
 	v := s.views.get(&d.Record)
-	a := new(allowedResponse)
+	a := &allowedResponse{view: v, requestID: d.RequestID, remove: s.removeWire}
 	// The client sees who it is (AI Magicx's "security metadata") and its rate limit.
 	client := a.client[:0]
 	if rl != nil {
-		rate := new([3]header)
-		for i := range rateHeaders(rate, rl) {
-			client = append(client, &rate[i].opt)
+		a.rate = new([3]header)
+		a.nrate = rateHeaders(a.rate, rl)
+		for i := range a.nrate {
+			client = append(client, &a.rate[i].opt)
 		}
 	}
-	client = append(client, v.client[0], v.client[1], v.client[2], a.reqID[1].set("X-Request-ID", d.RequestID))
+	client = append(client, v.client[0], v.client[1], v.client[2], a.reqID[1].set(clientRequestID, d.RequestID))
 	a.upstream = [4]*corev3.HeaderValueOption{v.upstream[0], v.upstream[1], v.upstream[2],
 		a.reqID[0].set(HeaderRequestID, d.RequestID)}
 	a.okHTTP.Headers = a.upstream[:]
 	a.okHTTP.HeadersToRemove = s.remove
 	a.okHTTP.ResponseHeadersToAdd = client
 	a.ok.OkResponse = &a.okHTTP
-	a.resp.Status = statusOK
-	a.resp.HttpResponse = &a.ok
-	a.resp.DynamicMetadata = v.metadata
-	return &a.resp
+	a.Status = statusOK
+	a.HttpResponse = &a.ok
+	a.DynamicMetadata = v.metadata
+	return a
 }
 
 // deniedResponse is every message of one denial, in one allocation.

@@ -26,6 +26,7 @@ type recordView struct {
 	upstream        [3]*corev3.HeaderValueOption // x-api-key-id, -name, -scopes
 	client          [3]*corev3.HeaderValueOption // X-API-Key-ID, -Name, -Scopes
 	metadata        *structpb.Struct             // key_id, key_name, owner, scopes
+	wire            *viewWire                    // the three above, encoded; nil if they cannot be
 }
 
 func newRecordView(rec *authz.Record) *recordView {
@@ -46,6 +47,7 @@ func newRecordView(rec *authz.Record) *recordView {
 		"owner":    structpb.NewStringValue(rec.Owner),
 		"scopes":   structpb.NewListValue(&structpb.ListValue{Values: scopeValues}),
 	}}
+	v.wire = encodeView(v)
 	return v
 }
 
