@@ -434,25 +434,37 @@ type forwarded struct {
 	xfcc, clientCert string
 }
 
+// collect keeps value when name is one of the headers a check reads, in any case.
+// Names are told apart by length first (most of a request's headers match none), then
+// by exact lower-case comparison (Envoy sends lower case), then case-insensitively. An
+// equal-length EqualFold is an ASCII case-insensitive match: every non-ASCII rune that
+// folds to ASCII is longer than it.
 func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	var dst *string
-	switch {
-	case len(name) == len(headerXFCC) && strings.EqualFold(name, headerXFCC):
-		dst = &fwd.xfcc
-	case len(name) == len(headerClientCert) && strings.EqualFold(name, headerClientCert):
-		dst = &fwd.clientCert
-	case len(name) == len(headerAuthorization) && strings.EqualFold(name, headerAuthorization):
-		dst = &r.Authorization
-	case len(name) == len(headerAPIKey) && strings.EqualFold(name, headerAPIKey):
-		dst = &r.APIKey
-	case len(name) == len(HeaderRequestID) && strings.EqualFold(name, HeaderRequestID):
-		dst = &r.RequestID
-	case isMethodOverride(name):
-		dst = &r.MethodOverride
-	case len(name) == len(headerPartialBody) && strings.EqualFold(name, headerPartialBody):
-		r.BodyPartial = value == "true"
+	switch len(name) {
+	case len(headerAPIKey):
+		dst = pick(name, headerAPIKey, &r.APIKey)
+	case len(headerClientCert):
+		dst = pick(name, headerClientCert, &fwd.clientCert)
+	case len(HeaderRequestID):
+		dst = pick(name, HeaderRequestID, &r.RequestID)
+	case len(headerAuthorization): // and x-http-method
+		if dst = pick(name, headerAuthorization, &r.Authorization); dst == nil {
+			dst = pick(name, "x-http-method", &r.MethodOverride)
+		}
+	case len("x-method-override"):
+		dst = pick(name, "x-method-override", &r.MethodOverride)
+	case len("x-http-method-override"):
+		dst = pick(name, "x-http-method-override", &r.MethodOverride)
+	case len(headerXFCC):
+		dst = pick(name, headerXFCC, &fwd.xfcc)
+	case len(headerPartialBody):
+		if name == headerPartialBody || strings.EqualFold(name, headerPartialBody) {
+			r.BodyPartial = value == "true"
+		}
 		return
-	default:
+	}
+	if dst == nil {
 		return
 	}
 	if *dst == "" {
@@ -462,18 +474,13 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	}
 }
 
-// isMethodOverride reports whether name is one of the headers frameworks read as the
-// request's real method.
-func isMethodOverride(name string) bool {
-	switch len(name) {
-	case len("x-http-method-override"):
-		return strings.EqualFold(name, "x-http-method-override")
-	case len("x-http-method"):
-		return strings.EqualFold(name, "x-http-method")
-	case len("x-method-override"):
-		return strings.EqualFold(name, "x-method-override")
+// pick returns dst when name, as long as lower (a lower-case header name), is lower in
+// any case.
+func pick(name, lower string, dst *string) *string {
+	if name == lower || name[0]|0x20 == lower[0] && strings.EqualFold(name, lower) {
+		return dst
 	}
-	return false
+	return nil
 }
 
 // NeedsBody reports whether a request to method, host and path is on a route that checks
