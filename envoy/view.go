@@ -18,8 +18,8 @@ import (
 // by the engine, and a view is used only for a record whose four fields are equal to
 // the ones it was made from, so a rotated key or changed scopes get a new view.
 //
-// A view is shared by concurrent answers: its messages are never changed after it is
-// made (gRPC only reads them to marshal).
+// A view is shared by concurrent answers: its messages and bytes are never changed
+// after it is made (gRPC only reads them to marshal).
 type recordView struct {
 	id, name, owner string
 	scopes          []string                     // a copy of the record's
@@ -57,7 +57,7 @@ func (v *recordView) of(rec *authz.Record) bool {
 }
 
 // viewSlots is the number of views kept: a fixed table, so memory is bounded
-// whatever the number of keys (about 1 KB a view).
+// whatever the number of keys (about 1.5 KB a view with its encoded bytes).
 const viewSlots = 4096
 
 // recordViews keeps the most recent view per slot, the slot chosen by key id. A
