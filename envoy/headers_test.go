@@ -78,7 +78,9 @@ func joinedEq(a, b string) bool {
 // bothInHeaders reports whether the partial-body flag read depends on map order: the
 // headers map has it more than once and header_map (read after it, in order) not.
 func bothInHeaders(h *authv3.AttributeContext_HttpRequest) bool {
-	isFlag := func(k string) bool { return len(k) == len(headerPartialBody) && strings.EqualFold(k, headerPartialBody) }
+	isFlag := func(k string) bool {
+		return len(k) == len(headerPartialBody) && strings.EqualFold(k, headerPartialBody)
+	}
 	n := 0
 	for k := range h.GetHeaders() {
 		if isFlag(k) {
