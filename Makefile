@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzClientSource$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXFCC$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvoyPEM$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestFrom$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./envoy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClientCert$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/
 	$(GO) test -run '^$$' -fuzz '^FuzzXFCCValue$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/terminator/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/

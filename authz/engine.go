@@ -261,9 +261,8 @@ func (e *Engine) check(ctx context.Context, req *Request, withPolicy bool) (Deci
 	}
 	hash := HashKey(key)
 	rec, err := lookupFrom(ctx, e.lookup, hash, req.Source)
-	var refused *SourceRefusedError
-	switch {
-	case errors.As(err, &refused):
+	switch refused := refusedSource(err); {
+	case refused != nil:
 		return e.RateLimited(d, refused.RetryAfter), nil
 	case errors.Is(err, ErrKeyNotFound):
 		return e.deny(d, ReasonUnknownKey), nil
@@ -483,4 +482,17 @@ func NewRequestID() string {
 		b[20+i] = hexdigits[lo>>(60-4*i)&0xf]
 	}
 	return string(b[:])
+}
+
+// refusedSource is err's SourceRefusedError, or nil. Without an error it returns
+// before the variable errors.As needs is made, so a found key allocates nothing.
+func refusedSource(err error) *SourceRefusedError {
+	if err == nil {
+		return nil
+	}
+	var refused *SourceRefusedError
+	if errors.As(err, &refused) {
+		return refused
+	}
+	return nil
 }

@@ -226,6 +226,8 @@ type Server struct {
 	counter  Counter
 	peers    *lru.Cache[[32]byte, verifiedPeer] // by SHA-256 of the certificate as sent
 	views    *recordViews                       // the record-only parts of allowed answers
+	// removeWire is remove as OkHttpResponse.headers_to_remove, encoded.
+	removeWire []byte
 }
 
 // verifiedPeer is a cached verification: the peer, valid until notAfter, by the
@@ -264,21 +266,36 @@ func NewServer(engine *authz.Engine, opts Options) (*Server, error) {
 	if !opts.KeepCredentials {
 		s.remove = []string{headerAuthorization, headerAPIKey}
 	}
+	s.removeWire = encodeRemove(s.remove)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	return s, nil
 }
 
-// Register registers the Authorization service on g.
-func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s) }
+// Register registers the Authorization service on g. With the Codec option on g,
+// allowed answers are encoded from their prebuilt parts.
+func (s *Server) Register(g *grpc.Server) { g.RegisterService(&authorizationDesc, s) }
 
 // Check implements envoy.service.auth.v3.Authorization/Check. Denials are responses; the
 // error is non-nil only when keygate could not decide, and Envoy then applies the
 // filter's status_on_error.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, err := s.answer(ctx, req)
+	switch r := resp.(type) {
+	case *allowedResponse:
+		return &r.CheckResponse, nil
+	case *authv3.CheckResponse:
+		return r, err
+	}
+	return nil, err
+}
+
+// answer is Check for the gRPC handler: an allowed answer is an *allowedResponse, the
+// others an *authv3.CheckResponse; nil with the error when keygate could not decide.
+func (s *Server) answer(ctx context.Context, req *authv3.CheckRequest) (any, error) {
 	start := time.Now()
-	d, resp, err := s.check(ctx, req)
+	d, resp, err := s.check(ctx, req, start)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		// Decision and reason, never key material, on the Check span.
 		span.SetAttributes(attribute.String("keygate.decision", decisionOf(d.Reason)),
@@ -288,11 +305,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if s.counter != nil {
 		s.counter.Count(&d, start)
 	}
-	return resp, err
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
-// check decides req and builds the answer; Check observes it.
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Decision, *authv3.CheckResponse, error) {
+// check decides req and builds the answer (an *allowedResponse or an
+// *authv3.CheckResponse); answer observes it. start is when the check began.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time.Time) (authz.Decision, any, error) {
 	areq, fwd := requestFrom(req.GetAttributes().GetRequest().GetHttp())
 	if s.verifier != nil {
 		areq.Peer = s.peer(req.GetAttributes().GetSource().GetCertificate(), fwd)
@@ -334,7 +355,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (authz.Dec
 		return d, denied(&d, rl), nil
 	}
 	if s.usage != nil && d.Record.Kind != authz.KindCertificate { // certificates have no key record
-		s.usage.Seen(d.Record.ID, time.Now())
+		s.usage.Seen(d.Record.ID, start)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "allowed",
@@ -419,31 +440,43 @@ type forwarded struct {
 	xfcc, clientCert string
 }
 
+// collect keeps value when name is one of the headers a check reads, in any case.
+// Names are told apart by length first (most of a request's headers match none), then
+// by exact lower-case comparison (Envoy sends lower case), then case-insensitively. An
+// equal-length EqualFold is an ASCII case-insensitive match: every non-ASCII rune that
+// folds to ASCII is longer than it.
 func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	var dst *string
-	switch {
-	case len(name) == len(headerXFCC) && strings.EqualFold(name, headerXFCC):
-		dst = &fwd.xfcc
-	case len(name) == len(headerClientCert) && strings.EqualFold(name, headerClientCert):
-		dst = &fwd.clientCert
-	case len(name) == len(headerAuthorization) && strings.EqualFold(name, headerAuthorization):
-		dst = &r.Authorization
-	case len(name) == len(headerAPIKey) && strings.EqualFold(name, headerAPIKey):
-		dst = &r.APIKey
-	case len(name) == len(HeaderRequestID) && strings.EqualFold(name, HeaderRequestID):
-		dst = &r.RequestID
-	case isMethodOverride(name):
-		dst = &r.MethodOverride
-	case foldName(name, "content-type"):
-		dst = &r.ContentType
-	case foldName(name, "x-forwarded-host"):
-		dst = &r.ForwardedHost
-	case foldName(name, "forwarded"):
-		dst = &r.Forwarded
-	case len(name) == len(headerPartialBody) && strings.EqualFold(name, headerPartialBody):
-		r.BodyPartial = value == "true"
+	switch len(name) {
+	case len(headerAPIKey): // and forwarded
+		if dst = pick(name, headerAPIKey, &r.APIKey); dst == nil {
+			dst = pick(name, "forwarded", &r.Forwarded)
+		}
+	case len(headerClientCert):
+		dst = pick(name, headerClientCert, &fwd.clientCert)
+	case len(HeaderRequestID): // and content-type
+		if dst = pick(name, HeaderRequestID, &r.RequestID); dst == nil {
+			dst = pick(name, "content-type", &r.ContentType)
+		}
+	case len(headerAuthorization): // and x-http-method
+		if dst = pick(name, headerAuthorization, &r.Authorization); dst == nil {
+			dst = pickOverride(name, "x-http-method", &r.MethodOverride)
+		}
+	case len("x-method-override"):
+		dst = pickOverride(name, "x-method-override", &r.MethodOverride)
+	case len("x-http-method-override"):
+		dst = pickOverride(name, "x-http-method-override", &r.MethodOverride)
+	case len("x-forwarded-host"):
+		dst = pick(name, "x-forwarded-host", &r.ForwardedHost)
+	case len(headerXFCC):
+		dst = pick(name, headerXFCC, &fwd.xfcc)
+	case len(headerPartialBody):
+		if name == headerPartialBody || strings.EqualFold(name, headerPartialBody) {
+			r.BodyPartial = value == "true"
+		}
 		return
-	default:
+	}
+	if dst == nil {
 		return
 	}
 	if *dst == "" {
@@ -453,19 +486,22 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	}
 }
 
-// isMethodOverride reports whether name is one of the headers frameworks read as the
-// request's real method, in any case and with '_' for '-' (CGI, WSGI and Rack servers
-// read X_HTTP_Method_Override as X-HTTP-Method-Override).
-func isMethodOverride(name string) bool {
-	switch len(name) {
-	case len("x-http-method-override"):
-		return foldName(name, "x-http-method-override")
-	case len("x-http-method"):
-		return foldName(name, "x-http-method")
-	case len("x-method-override"):
-		return foldName(name, "x-method-override")
+// pick returns dst when name, as long as lower (a lower-case header name), is lower in
+// any case.
+func pick(name, lower string, dst *string) *string {
+	if name == lower || name[0]|0x20 == lower[0] && strings.EqualFold(name, lower) {
+		return dst
 	}
-	return false
+	return nil
+}
+
+// pickOverride is pick for a method override header, whose name CGI, WSGI and Rack
+// servers also read with '_' for '-' (X_HTTP_Method_Override).
+func pickOverride(name, lower string, dst *string) *string {
+	if foldName(name, lower) {
+		return dst
+	}
+	return nil
 }
 
 // foldName compares a header name with a lower-case one, in any case and with '_' read
@@ -497,41 +533,53 @@ func (s *Server) NeedsBody(method, host, path, contentType string) bool {
 
 // allowedResponse is every message of one allowed answer, in one allocation (the
 // rate-limit headers, when a plan applies, in a second). What depends only on the key's
-// record comes from a recordView.
+// record comes from a recordView. It is the CheckResponse it embeds (a proto.Message),
+// and also knows its own bytes (codec.go): the view's and the server's prebuilt parts,
+// and the request id and rate-limit headers of this check.
 type allowedResponse struct {
-	resp     authv3.CheckResponse
+	authv3.CheckResponse
 	ok       authv3.CheckResponse_OkResponse
 	okHTTP   authv3.OkHttpResponse
 	reqID    [2]header // upstream, client
 	upstream [4]*corev3.HeaderValueOption
 	client   [7]*corev3.HeaderValueOption
+
+	view      *recordView
+	requestID string
+	remove    []byte     // the server's headers to remove, encoded
+	rate      *[3]header // the rate-limit headers, nrate of them
+	nrate     int
 }
 
 // statusOK is the status of every allowed answer; never modified.
 var statusOK = &rpcstatus.Status{Code: int32(codes.OK)}
 
-func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *authv3.CheckResponse {
+// clientRequestID is the request id header for the client.
+const clientRequestID = "X-Request-ID"
+
+func (s *Server) allowed(d *authz.Decision, rl *ratelimit.Result) *allowedResponse {
 	v := s.views.get(&d.Record)
-	a := new(allowedResponse)
+	a := &allowedResponse{view: v, requestID: d.RequestID, remove: s.removeWire}
 	// The client sees who it is (AI Magicx's "security metadata") and its rate limit.
 	client := a.client[:0]
 	if rl != nil {
-		rate := new([3]header)
-		for i := range rateHeaders(rate, rl) {
-			client = append(client, &rate[i].opt)
+		a.rate = new([3]header)
+		a.nrate = rateHeaders(a.rate, rl)
+		for i := range a.nrate {
+			client = append(client, &a.rate[i].opt)
 		}
 	}
-	client = append(client, v.client[0], v.client[1], v.client[2], a.reqID[1].set("X-Request-ID", d.RequestID))
+	client = append(client, v.client[0], v.client[1], v.client[2], a.reqID[1].set(clientRequestID, d.RequestID))
 	a.upstream = [4]*corev3.HeaderValueOption{v.upstream[0], v.upstream[1], v.upstream[2],
 		a.reqID[0].set(HeaderRequestID, d.RequestID)}
 	a.okHTTP.Headers = a.upstream[:]
 	a.okHTTP.HeadersToRemove = s.remove
 	a.okHTTP.ResponseHeadersToAdd = client
 	a.ok.OkResponse = &a.okHTTP
-	a.resp.Status = statusOK
-	a.resp.HttpResponse = &a.ok
-	a.resp.DynamicMetadata = v.metadata
-	return &a.resp
+	a.Status = statusOK
+	a.HttpResponse = &a.ok
+	a.DynamicMetadata = v.metadata
+	return a
 }
 
 // deniedResponse is every message of one denial, in one allocation.

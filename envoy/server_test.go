@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -111,8 +113,15 @@ func newServer(t *testing.T, e *authz.Engine, opts Options) *Server {
 	return s
 }
 
-// serve starts a real gRPC server for s on a loopback port and returns a client of it.
+// serve starts a real gRPC server for s on a loopback port, with the Codec option as
+// serve runs it, and returns a client of it.
 func serve(t testing.TB, s *Server, opts ...grpc.ServerOption) authv3.AuthorizationClient {
+	t.Helper()
+	return serveWith(t, s, append(opts, Codec())...)
+}
+
+// serveWith is serve with exactly opts.
+func serveWith(t testing.TB, s *Server, opts ...grpc.ServerOption) authv3.AuthorizationClient {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -444,6 +453,43 @@ func BenchmarkServerCheckWithMetrics(b *testing.B) {
 }
 
 func BenchmarkServerCheck(b *testing.B) {
+	s, req := benchServer(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := s.Check(ctx, req)
+		if err != nil || resp.GetOkResponse() == nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkServerCheckEncoded is a check and its answer's encoding, as the gRPC server
+// makes it: with Codec (prebuilt parts), and with gRPC's proto codec.
+func BenchmarkServerCheckEncoded(b *testing.B) {
+	for name, c := range map[string]encoding.CodecV2{"prebuilt": codec{}, "proto": encoding.GetCodecV2(grpcproto.Name)} {
+		b.Run(name, func(b *testing.B) {
+			s, req := benchServer(b)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := s.answer(ctx, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				data, err := c.Marshal(resp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				data.Free()
+			}
+		})
+	}
+}
+
+// benchServer is a Server with the usage recorder serve uses, and a valid key's
+// Envoy-shaped request.
+func benchServer(b *testing.B) (*Server, *authv3.CheckRequest) {
 	f, _ := authz.NewFormat(prefix)
 	key, rec, err := f.Issue(authz.KeySpec{Name: "bench", Owner: "acct_bench", Scopes: []string{"chat:completions", "models:read"}}, time.Now())
 	if err != nil {
@@ -475,14 +521,7 @@ func BenchmarkServerCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	req.Attributes.Request.Http.Headers["authorization"] = "Bearer " + key
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := s.Check(ctx, &req)
-		if err != nil || resp.GetOkResponse() == nil {
-			b.Fatal(err)
-		}
-	}
+	return s, &req
 }
 
 // staticLookup answers every lookup with one record: it isolates the adapter's cost.

@@ -220,11 +220,11 @@ func (c *Cache) LookupFrom(ctx context.Context, hash authz.KeyHash, src authz.So
 	known := cached && e.found && e.age(now) < c.cfg.TTL+c.cfg.StaleFor
 	source := sourceKey(src)
 	if !known && source != "" {
-		if err := c.admit(source, now); err != nil {
+		if err := c.refusedNow(source, now); err != nil {
 			return authz.Record{}, err
 		}
 	}
-	rec, err := c.fetch(ctx, hash, !known)
+	rec, err := c.fetch(ctx, hash, !known, source)
 	if errors.Is(err, ErrKeyNotFound) {
 		c.failed(source, now)
 	}
@@ -247,9 +247,8 @@ func sourceKey(src authz.Source) string {
 	return src.Key()
 }
 
-// admit decides whether source may spend a read on an uncached key: not while it is a
-// suspected sprayer, and only within its share of the miss budget.
-func (c *Cache) admit(source string, now time.Time) error {
+// refusedNow refuses source's uncached keys while it is a suspected sprayer.
+func (c *Cache) refusedNow(source string, now time.Time) error {
 	st := c.source(source, now)
 	st.mu.Lock()
 	until := st.until
@@ -258,13 +257,28 @@ func (c *Cache) admit(source string, now time.Time) error {
 		c.sourceRefused.Add(1)
 		return &authz.SourceRefusedError{RetryAfter: until.Sub(now)}
 	}
-	if !st.bucket.AllowN(now, 1) {
+	return nil
+}
+
+// spend takes one read from source's share of the miss budget.
+func (c *Cache) spend(source string, now time.Time) error {
+	if !c.source(source, now).bucket.AllowN(now, 1) {
 		c.sourceThrottled.Add(1)
 		c.throttled.Add(1)
 		return authz.ErrLookupThrottled
 	}
 	return nil
 }
+
+// overShare is a flight refused because its leader's client had no share left; the
+// clients that joined it try again with their own share.
+type overShare struct {
+	source string
+	err    error
+}
+
+func (e *overShare) Error() string { return e.err.Error() }
+func (e *overShare) Unwrap() error { return e.err }
 
 // source returns source's state, tracking it if it is new.
 func (c *Cache) source(source string, now time.Time) *sourceState {
@@ -307,8 +321,32 @@ func (c *Cache) failed(source string, now time.Time) {
 // fetch reads hash from Vault once for all concurrent callers. Each caller waits only
 // as long as its own context allows; the read itself is bounded by the store's lookup
 // timeout, so a caller that gives up does not fail the others.
-func (c *Cache) fetch(ctx context.Context, hash authz.KeyHash, budget bool) (authz.Record, error) {
+//
+// Concurrent lookups of one key share one read and spend one unit of budget: the
+// client leading the flight pays from its share (source; "" for none). When its share is
+// spent, the clients that joined it try once more, leading with their own.
+func (c *Cache) fetch(ctx context.Context, hash authz.KeyHash, budget bool, source string) (authz.Record, error) {
+	rec, err := c.fly(ctx, hash, budget, source)
+	var over *overShare
+	if errors.As(err, &over) {
+		if over.source != source {
+			rec, err = c.fly(ctx, hash, budget, source)
+		}
+		if errors.As(err, &over) {
+			err = over.err
+		}
+	}
+	return rec, err
+}
+
+// fly is one flight of fetch.
+func (c *Cache) fly(ctx context.Context, hash authz.KeyHash, budget bool, source string) (authz.Record, error) {
 	ch := c.group.DoChan(string(hash[:]), func() (any, error) {
+		if budget && source != "" {
+			if err := c.spend(source, c.cfg.Now()); err != nil {
+				return authz.Record{}, &overShare{source: source, err: err}
+			}
+		}
 		if budget && !c.misses.AllowN(c.cfg.Now(), 1) {
 			c.throttled.Add(1)
 			return authz.Record{}, authz.ErrLookupThrottled

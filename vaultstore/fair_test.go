@@ -105,3 +105,29 @@ func TestCacheSourceShare(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestConcurrentMissesShareOneUnit: 100 concurrent first lookups of one valid key from
+// one client cost one Vault read and one unit of the client's share, so all 100 get the
+// record (the client's share is far smaller than 100).
+func TestConcurrentMissesShareOneUnit(t *testing.T) {
+	fx := newCacheFixture(t, CacheConfig{MissRate: 100, MissBurst: 200, SourceMissRate: 1, SourceMissBurst: 2}, 0)
+	key, _ := fx.create(t)
+	before := fx.reads.Count()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 100 {
+		wg.Go(func() {
+			if _, err := fx.cache.LookupFrom(context.Background(), authz.HashKey(key), authz.Source{Addr: "192.0.2.9"}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a concurrent first lookup failed: %v", err)
+	}
+	if n := fx.reads.Count() - before; n != 1 {
+		t.Fatalf("%d Vault reads for 100 concurrent lookups of one key, want 1", n)
+	}
+}

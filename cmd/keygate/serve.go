@@ -210,7 +210,8 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	// load, BENCHMARKS.md). A check finding every worker busy gets its own goroutine;
 	// idle workers have their stacks shrunk by each GC, so the pool is not made larger
 	// than the checks usually in flight.
-	grpcOpts := append(limits.grpcOptions(), grpc.NumStreamWorkers(uint32(32*runtime.GOMAXPROCS(0))))
+	grpcOpts := append(limits.grpcOptions(), grpc.NumStreamWorkers(uint32(32*runtime.GOMAXPROCS(0))),
+		envoy.Codec()) // allowed answers encoded from their prebuilt parts
 	if tel.tracing {
 		// A span per Check, continuing Envoy's trace. Only when traces are exported: the
 		// instrumentation costs about 10% of throughput (BENCHMARKS.md), and keygate's own

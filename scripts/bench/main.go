@@ -161,7 +161,7 @@ func run() error {
 	// Warm: every key once (keygate's cache), then a short run (both processes' pools).
 	for _, s := range all {
 		for _, r := range reqs {
-			if err := s.checkOK(r); err != nil {
+			if err := s.warm(r); err != nil {
 				return fmt.Errorf("%s warm-up: %w", s.name, err)
 			}
 		}
@@ -285,6 +285,20 @@ func tally(err error, failed, denied *atomic.Int64) {
 }
 
 func (s *server) checkOK(r *authv3.CheckRequest) error { return s.check(s.client[0], r) }
+
+// warm checks r until it is allowed. A 503 is retried for up to 30 s: every key is new
+// to keygate, and one client's share of the miss budget (cache.source_miss_rate, 10
+// reads a second by default) paces the first reads of 50 keys.
+func (s *server) warm(r *authv3.CheckRequest) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := s.checkOK(r)
+		if err == nil || !strings.Contains(err.Error(), "denied: 503 ") || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
 
 // load sends n checks from the callers as fast as the server answers.
 func (s *server) load(reqs []*authv3.CheckRequest, n int) result {
