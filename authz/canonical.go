@@ -468,3 +468,25 @@ func sameForwardedHost(host, xfh, fwd string) bool {
 	}
 	return true
 }
+
+// SameHeaderName reports whether a header name is lower, a lower-case '-'-separated
+// name, as CGI, WSGI and Rack servers read it: in any case, with '_' for '-'
+// (X_Api_Key_Id is x-api-key-id to them).
+func SameHeaderName(name, lower string) bool {
+	if len(name) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -498,31 +498,10 @@ func pick(name, lower string, dst *string) *string {
 // pickOverride is pick for a method override header, whose name CGI, WSGI and Rack
 // servers also read with '_' for '-' (X_HTTP_Method_Override).
 func pickOverride(name, lower string, dst *string) *string {
-	if foldName(name, lower) {
+	if authz.SameHeaderName(name, lower) {
 		return dst
 	}
 	return nil
-}
-
-// foldName compares a header name with a lower-case one, in any case and with '_' read
-// as '-'.
-func foldName(name, lower string) bool {
-	if len(name) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '_':
-			c = '-'
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // NeedsBody reports whether a request to method, host and path is on a route that checks

@@ -110,18 +110,22 @@ func TestCacheSourceShare(t *testing.T) {
 // one client cost one Vault read and one unit of the client's share, so all 100 get the
 // record (the client's share is far smaller than 100).
 func TestConcurrentMissesShareOneUnit(t *testing.T) {
-	fx := newCacheFixture(t, CacheConfig{MissRate: 100, MissBurst: 200, SourceMissRate: 1, SourceMissBurst: 2}, 0)
+	// Record reads take 200 ms, so every lookup joins the first one's flight.
+	fx := newCacheFixture(t, CacheConfig{MissRate: 100, MissBurst: 200, SourceMissRate: 1, SourceMissBurst: 2}, 200*time.Millisecond)
 	key, _ := fx.create(t)
 	before := fx.reads.Count()
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
+	start := make(chan struct{})
 	for range 100 {
 		wg.Go(func() {
+			<-start
 			if _, err := fx.cache.LookupFrom(context.Background(), authz.HashKey(key), authz.Source{Addr: "192.0.2.9"}); err != nil {
 				errs <- err
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -3,8 +3,6 @@ package vaultstore
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"time"
 
 	"github.com/keygate/keygate/authz"
@@ -44,7 +42,8 @@ func (s *Store) index(ctx context.Context, r authz.Record) error {
 }
 
 // ListOwner returns the records of one owner's keys, oldest first: one list and two
-// reads per key once the owner index is complete.
+// reads per key once the owner index is complete. Like List, it leaves out records that
+// do not decode.
 func (s *Store) ListOwner(ctx context.Context, owner string) ([]authz.Record, error) {
 	if !s.ownersIndexed.Load() {
 		var m indexMarker
@@ -57,32 +56,8 @@ func (s *Store) ListOwner(ctx context.Context, owner string) ([]authz.Record, er
 		}
 		s.ownersIndexed.Store(true)
 	}
-	lctx, done := s.observe(ctx, "list", s.base+"/owners")
-	sec, err := s.client.Logical().ListWithContext(lctx, s.mount+"/metadata/"+s.ownerDir(owner))
-	done(err)
-	if err != nil {
-		return nil, fmt.Errorf("%w: list an owner's keys: %w", ErrVaultUnavailable, err)
-	}
-	var ids []any
-	if sec != nil {
-		ids, _ = sec.Data["keys"].([]any)
-	}
-	out := make([]authz.Record, 0, len(ids))
-	for _, v := range ids {
-		id, _ := v.(string)
-		r, err := s.Get(ctx, id)
-		switch {
-		case errors.Is(err, ErrKeyNotFound), errors.Is(err, ErrInvalidKeyID):
-			continue // an entry whose record was never written (see put)
-		case err != nil:
-			return nil, err
-		case r.Owner != owner:
-			continue
-		}
-		out = append(out, r)
-	}
-	slices.SortStableFunc(out, func(a, b authz.Record) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return out, nil
+	out, _, err := s.listDir(ctx, s.ownerDir(owner), "owners", func(r authz.Record) bool { return r.Owner == owner })
+	return out, err
 }
 
 // backfillOwners answers ListOwner from the full list, and indexes every record on the

@@ -337,8 +337,15 @@ func (s *Store) List(ctx context.Context) ([]authz.Record, error) {
 
 // ListReport is List, and the records it left out because they do not decode.
 func (s *Store) ListReport(ctx context.Context) ([]authz.Record, []Skipped, error) {
-	lctx, done := s.observe(ctx, "list", s.base+"/ids")
-	sec, err := s.client.Logical().ListWithContext(lctx, s.mount+"/metadata/"+s.base+"/ids")
+	return s.listDir(ctx, s.base+"/ids", "ids", func(authz.Record) bool { return true })
+}
+
+// listDir reads the records whose ids the directory dir lists (metric kind kind), keeps
+// those keep accepts, and returns them oldest first, with the ones that do not decode.
+// An id whose record was never written (see Create and put) is left out.
+func (s *Store) listDir(ctx context.Context, dir, kind string, keep func(authz.Record) bool) ([]authz.Record, []Skipped, error) {
+	lctx, done := s.observe(ctx, "list", s.base+"/"+kind)
+	sec, err := s.client.Logical().ListWithContext(lctx, s.mount+"/metadata/"+dir)
 	done(err)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: list keys: %w", ErrVaultUnavailable, err)
@@ -354,14 +361,16 @@ func (s *Store) ListReport(ctx context.Context) ([]authz.Record, []Skipped, erro
 		r, err := s.Get(ctx, id)
 		switch {
 		case errors.Is(err, ErrKeyNotFound), errors.Is(err, ErrInvalidKeyID):
-			continue // an id whose record was never written (see Create)
+			continue
 		case errors.Is(err, ErrUndecodable):
 			skipped = append(skipped, Skipped{ID: id, Error: err.Error()})
 			continue
 		case err != nil:
 			return nil, nil, err
 		}
-		out = append(out, r)
+		if keep(r) {
+			out = append(out, r)
+		}
 	}
 	slices.SortStableFunc(out, func(a, b authz.Record) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out, skipped, nil

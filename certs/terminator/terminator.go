@@ -260,18 +260,18 @@ func (t *Terminator) rewrite(pr *httputil.ProxyRequest) {
 // spelt with '_'.
 func dropped(name string, remove []string) bool {
 	for _, o := range ownedHeaders {
-		if foldEqual(name, o) {
+		if authz.SameHeaderName(name, o) {
 			return true
 		}
 	}
 	for _, o := range remove {
-		if foldEqual(name, o) {
+		if authz.SameHeaderName(name, o) {
 			return true
 		}
 	}
 	if strings.IndexByte(name, '_') >= 0 {
 		for _, o := range credentialHeaders {
-			if foldEqual(name, o) {
+			if authz.SameHeaderName(name, o) {
 				return true
 			}
 		}
@@ -279,35 +279,14 @@ func dropped(name string, remove []string) bool {
 	return false
 }
 
-// foldEqual compares a header name with a lower-case, '-'-separated one, ignoring case
-// and reading '_' as '-' (as CGI, WSGI and Rack servers merge them).
-func foldEqual(name, lower string) bool {
-	if len(name) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '_':
-			c = '-'
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // wantsH2C reports a request to switch to cleartext HTTP/2, which has no place on a
 // TLS connection and would let the client talk to the upstream unchecked.
 func wantsH2C(h http.Header) bool {
 	for name, vs := range h {
-		if foldEqual(name, "http2-settings") {
+		if authz.SameHeaderName(name, "http2-settings") {
 			return true
 		}
-		if !foldEqual(name, "upgrade") {
+		if !authz.SameHeaderName(name, "upgrade") {
 			continue
 		}
 		for _, v := range vs {
