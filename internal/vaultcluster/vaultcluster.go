@@ -385,7 +385,7 @@ func (c *Cluster) Pause(i int) error {
 		return err
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !stopped(n.cmd.Process.Pid) {
+	for !vaulttest.Stopped(n.cmd.Process.Pid) {
 		if time.Now().After(deadline) {
 			return errors.New("vault did not stop after SIGSTOP")
 		}
@@ -413,25 +413,6 @@ func (c *Cluster) Restart(i int) error {
 		return err
 	}
 	return c.unseal(n, http.StatusOK, http.StatusTooManyRequests)
-}
-
-// stopped reports whether every thread of the process is in the stopped state.
-func stopped(pid int) bool {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-	if err != nil || len(tasks) == 0 {
-		return false
-	}
-	for _, task := range tasks {
-		b, err := os.ReadFile(task)
-		if err != nil {
-			return false
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
-			return false
-		}
-	}
-	return true
 }
 
 // Stop stops every node and removes the cluster's files.

@@ -53,7 +53,7 @@ func (s *Server) Pause() error {
 		return err
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !s.stopped() {
+	for !Stopped(s.cmd.Process.Pid) {
 		if time.Now().After(deadline) {
 			return errors.New("vault did not stop after SIGSTOP")
 		}
@@ -62,9 +62,10 @@ func (s *Server) Pause() error {
 	return nil
 }
 
-// stopped reports whether every thread of the server is in the stopped state.
-func (s *Server) stopped() bool {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", s.cmd.Process.Pid))
+// Stopped reports whether every thread of process pid is in the stopped state (SIGSTOP
+// has taken effect).
+func Stopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
 	if err != nil || len(tasks) == 0 {
 		return false
 	}

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/keygate/keygate/internal/loadtest"
 	"io"
 	"net"
 	"net/http"
@@ -136,7 +137,7 @@ func run() error {
 		return err
 	}
 
-	noop := &server{name: "no-op", addr: freeAddr()}
+	noop := &server{name: "no-op", addr: loadtest.FreeAddr()}
 	noop.cmd = exec.Command(filepath.Join(dir, "noop"), "-addr", noop.addr)
 	kg := keygate(dir, v, "keygate", "")
 	kgPolicy := keygate(dir, v, "keygate+policy+ratelimit", filepath.Join(dir, "policy.yaml"))
@@ -211,7 +212,7 @@ func run() error {
 }
 
 func keygate(dir string, v *vaulttest.Server, name, config string) *server {
-	s := &server{name: name, addr: freeAddr(), http: freeAddr(), pprof: freeAddr()}
+	s := &server{name: name, addr: loadtest.FreeAddr(), http: loadtest.FreeAddr(), pprof: loadtest.FreeAddr()}
 	args := []string{"serve", "--grpc-addr", s.addr, "--http-addr", s.http, "--admin-addr", "", "--vault-path", "bench", "--log-level", "error"}
 	if config != "" {
 		args = append(args, "--config", config)
@@ -303,7 +304,7 @@ func (s *server) warm(r *authv3.CheckRequest) error {
 // load sends n checks from the callers as fast as the server answers.
 func (s *server) load(reqs []*authv3.CheckRequest, n int) result {
 	var next, failed, denied atomic.Int64
-	lat := newHistogram()
+	lat := loadtest.NewHistogram()
 	cpu0 := cpuTicks(s.cmd.Process.Pid)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -313,7 +314,7 @@ func (s *server) load(reqs []*authv3.CheckRequest, n int) result {
 			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
 				t := time.Now()
 				err := s.check(c, reqs[int(i)%len(reqs)])
-				lat.add(time.Since(t))
+				lat.Add(time.Since(t))
 				tally(err, &failed, &denied)
 			}
 		})
@@ -321,7 +322,7 @@ func (s *server) load(reqs []*authv3.CheckRequest, n int) result {
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := cpuTicks(s.cmd.Process.Pid) - cpu0
-	return result{rps: float64(n) / elapsed.Seconds(), p50: lat.quantile(.5), p90: lat.quantile(.9), p99: lat.quantile(.99),
+	return result{rps: float64(n) / elapsed.Seconds(), p50: lat.Quantile(.5), p90: lat.Quantile(.9), p99: lat.Quantile(.99),
 		cpuPerCheck: time.Duration(float64(cpu) * float64(time.Second) / ticksHz / float64(n)), failed: failed.Load(), denied: denied.Load()}
 }
 
@@ -329,7 +330,7 @@ func (s *server) load(reqs []*authv3.CheckRequest, n int) result {
 // call's latency counts from when it was due, so a stalled server is not hidden.
 func (s *server) paced(reqs []*authv3.CheckRequest, rate float64, d time.Duration) result {
 	var sent, failed, denied atomic.Int64
-	lat := newHistogram()
+	lat := loadtest.NewHistogram()
 	interval := time.Duration(float64(*concurrency) * float64(time.Second) / rate)
 	cpu0 := cpuTicks(s.cmd.Process.Pid)
 	start := time.Now()
@@ -341,7 +342,7 @@ func (s *server) paced(reqs []*authv3.CheckRequest, rate float64, d time.Duratio
 			for i := w; due.Before(start.Add(d)); i++ {
 				time.Sleep(time.Until(due))
 				err := s.check(c, reqs[i%len(reqs)])
-				lat.add(time.Since(due))
+				lat.Add(time.Since(due))
 				sent.Add(1)
 				tally(err, &failed, &denied)
 				due = due.Add(interval)
@@ -352,7 +353,7 @@ func (s *server) paced(reqs []*authv3.CheckRequest, rate float64, d time.Duratio
 	elapsed := time.Since(start)
 	cpu := cpuTicks(s.cmd.Process.Pid) - cpu0
 	n := sent.Load()
-	return result{rps: float64(n) / elapsed.Seconds(), p50: lat.quantile(.5), p90: lat.quantile(.9), p99: lat.quantile(.99),
+	return result{rps: float64(n) / elapsed.Seconds(), p50: lat.Quantile(.5), p90: lat.Quantile(.9), p99: lat.Quantile(.99),
 		cpuPerCheck: time.Duration(float64(cpu) * float64(time.Second) / ticksHz / float64(n)), failed: failed.Load(), denied: denied.Load()}
 }
 
@@ -548,43 +549,4 @@ func printMachine() {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("machine: %s, %d CPUs, %s %s/%s; load average before the run: %s", model, runtime.NumCPU(),
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// histogram keeps latencies in 1µs buckets up to 1s (and one overflow bucket).
-type histogram struct {
-	mu      sync.Mutex
-	buckets []int64
-	n       int64
-}
-
-func newHistogram() *histogram { return &histogram{buckets: make([]int64, 1_000_001)} }
-
-func (h *histogram) add(d time.Duration) {
-	i := min(int(d/time.Microsecond), len(h.buckets)-1)
-	h.mu.Lock()
-	h.buckets[i]++
-	h.n++
-	h.mu.Unlock()
-}
-
-func (h *histogram) quantile(q float64) time.Duration {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	want := int64(q * float64(h.n))
-	var seen int64
-	for i, c := range h.buckets {
-		if seen += c; seen > want {
-			return time.Duration(i) * time.Microsecond
-		}
-	}
-	return time.Second
 }

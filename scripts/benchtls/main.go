@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/keygate/keygate/internal/loadtest"
 	"io"
 	"math/big"
 	"net"
@@ -106,13 +107,13 @@ func run() error {
 		return fmt.Errorf("build keygate (run from the repository root): %v\n%s", err, out)
 	}
 
-	kgAddr, ngAddr := freeAddr(), freeAddr()
+	kgAddr, ngAddr := loadtest.FreeAddr(), loadtest.FreeAddr()
 	cfg := filepath.Join(dir, "keygate.yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "vault: {path: bench}\nlog_level: error\nterminate:\n  tls: {cert_file: %s, key_file: %s, client_ca_file: %s}\n",
 		pki.serverCert, pki.serverKey, pki.caFile), 0o600); err != nil {
 		return err
 	}
-	kg := exec.Command(bin, "serve", "--config", cfg, "--grpc-addr", freeAddr(), "--http-addr", "", "--admin-addr", "",
+	kg := exec.Command(bin, "serve", "--config", cfg, "--grpc-addr", loadtest.FreeAddr(), "--http-addr", "", "--admin-addr", "",
 		"--terminate", kgAddr, "--upstream", "http://"+upAddr)
 	kg.Env = append(os.Environ(), v.Env()...)
 	kg.Stderr = os.Stderr
@@ -393,15 +394,6 @@ func newPKI(dir string) (*pki, error) {
 
 func (p *pki) clientTLS() *tls.Config {
 	return &tls.Config{RootCAs: p.roots, Certificates: []tls.Certificate{p.client}, MinVersion: tls.VersionTLS13}
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func cpuModel() string {

@@ -14,8 +14,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/keygate/keygate/internal/loadtest"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -76,7 +76,7 @@ func run() error {
 	}
 	unknown, _ := f.Generate(nil)
 
-	grpcAddr, httpAddr := freeAddr(), freeAddr()
+	grpcAddr, httpAddr := loadtest.FreeAddr(), loadtest.FreeAddr()
 	cmd := exec.Command(bin, "serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--admin-addr", "", "--vault-path", "soak", "--log-level", "error")
 	cmd.Env = append(os.Environ(), v.Env()...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -99,7 +99,7 @@ func run() error {
 	fmt.Printf("soak: %d callers for %v (at most %d checks) against keygate %s\n", *concurrency, *duration, *maxChecks, grpcAddr)
 	var sent, failed atomic.Int64
 	var firstErr atomic.Value
-	lat := newHistogram()
+	lat := loadtest.NewHistogram()
 	stop := time.Now().Add(*duration)
 	var wg sync.WaitGroup
 	for range *concurrency {
@@ -116,7 +116,7 @@ func run() error {
 				}
 				start := time.Now()
 				got, err := check(client, key)
-				lat.add(time.Since(start))
+				lat.Add(time.Since(start))
 				if err == nil && got != want {
 					err = fmt.Errorf("status %d, want %d", got, want)
 				}
@@ -154,7 +154,7 @@ func run() error {
 		return err
 	}
 	fmt.Printf("\nsoak: %d checks in %v: %.0f checks/s, %d failed\n", total, elapsed.Round(time.Second), float64(total)/elapsed.Seconds(), failed.Load())
-	fmt.Printf("soak: latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", lat.quantile(.5), lat.quantile(.9), lat.quantile(.99), lat.quantile(.999), lat.max())
+	fmt.Printf("soak: latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", lat.Quantile(.5), lat.Quantile(.9), lat.Quantile(.99), lat.Quantile(.999), lat.Max())
 	// The first sample is taken while the callers start; compare from the second.
 	base := samples[min(1, len(samples)-1)]
 	fmt.Printf("soak: goroutines %d -> %d, live heap %.1f -> %.1f MiB (after the run)\n", base.goroutines, end.goroutines, float64(base.heapLive)/(1<<20), float64(end.heapLive)/(1<<20))
@@ -266,51 +266,4 @@ func vars(httpAddr string) (sample, error) {
 		return sample{}, err
 	}
 	return sample{goroutines: v.Keygate.Goroutines, heapLive: v.Memstats.HeapAlloc}, nil
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// histogram keeps latencies in 1µs buckets up to 1s (and one overflow bucket).
-type histogram struct {
-	mu      sync.Mutex
-	buckets []int64
-	n       int64
-	maxSeen time.Duration
-}
-
-func newHistogram() *histogram { return &histogram{buckets: make([]int64, 1_000_001)} }
-
-func (h *histogram) add(d time.Duration) {
-	i := min(int(d/time.Microsecond), len(h.buckets)-1)
-	h.mu.Lock()
-	h.buckets[i]++
-	h.n++
-	h.maxSeen = max(h.maxSeen, d)
-	h.mu.Unlock()
-}
-
-func (h *histogram) quantile(q float64) time.Duration {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	want := int64(q * float64(h.n))
-	var seen int64
-	for i, c := range h.buckets {
-		if seen += c; seen > want {
-			return time.Duration(i) * time.Microsecond
-		}
-	}
-	return h.maxSeen
-}
-
-func (h *histogram) max() time.Duration {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.maxSeen
 }
