@@ -3,8 +3,6 @@ package usage_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,129 +12,16 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
-	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
-	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/otlptest"
 	"github.com/keygate/keygate/usage"
 )
 
-// receiver is an OTLP/gRPC metrics receiver (the collector's service) on loopback. It
-// keeps the keygate.usage.checks points of the requests it accepts; told to, it refuses
-// requests (Unavailable, before keeping anything), keeps a request but answers an error
-// (the answer lost), or rejects points in a partial success.
-type receiver struct {
-	colmetricpb.UnimplementedMetricsServiceServer
-	addr string
-
-	mu         sync.Mutex
-	refuse     map[int]bool // by call number (1-based): refuse before keeping
-	loseAnswer map[int]bool // by call number: keep, then answer Unavailable
-	reject     int64        // rejected points reported in each accepted answer
-	calls      int
-	points     []point
-	resources  []map[string]string
-}
-
-type point struct {
-	attrs       map[string]string
-	start, end  time.Time
-	value       int64
-	temporality metricpb.AggregationTemporality
-	monotonic   bool
-}
-
-func newReceiver(t *testing.T) *receiver {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &receiver{addr: l.Addr().String(), refuse: map[int]bool{}, loseAnswer: map[int]bool{}}
-	srv := grpc.NewServer()
-	colmetricpb.RegisterMetricsServiceServer(srv, r)
-	go srv.Serve(l)
-	t.Cleanup(srv.Stop)
-	return r
-}
-
-func (r *receiver) Export(_ context.Context, req *colmetricpb.ExportMetricsServiceRequest) (*colmetricpb.ExportMetricsServiceResponse, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.calls++
-	if r.refuse[r.calls] {
-		return nil, status.Error(codes.Unavailable, "receiver down")
-	}
-	for _, rm := range req.ResourceMetrics {
-		res := map[string]string{}
-		for _, kv := range rm.GetResource().GetAttributes() {
-			res[kv.Key] = kv.GetValue().GetStringValue()
-		}
-		r.resources = append(r.resources, res)
-		for _, sm := range rm.ScopeMetrics {
-			for _, m := range sm.Metrics {
-				if m.Name != usage.ChecksMetric {
-					continue
-				}
-				for _, dp := range m.GetSum().GetDataPoints() {
-					p := point{attrs: map[string]string{}, start: time.Unix(0, int64(dp.StartTimeUnixNano)),
-						end: time.Unix(0, int64(dp.TimeUnixNano)), value: dp.GetAsInt(),
-						temporality: m.GetSum().AggregationTemporality, monotonic: m.GetSum().IsMonotonic}
-					for _, kv := range dp.Attributes {
-						p.attrs[kv.Key] = kv.GetValue().GetStringValue()
-					}
-					r.points = append(r.points, p)
-				}
-			}
-		}
-	}
-	if r.loseAnswer[r.calls] {
-		return nil, status.Error(codes.Unavailable, "answer lost")
-	}
-	resp := &colmetricpb.ExportMetricsServiceResponse{}
-	if r.reject > 0 {
-		resp.PartialSuccess = &colmetricpb.ExportMetricsPartialSuccess{RejectedDataPoints: r.reject, ErrorMessage: "over quota"}
-	}
-	return resp, nil
-}
-
-// sums returns the received counts by "minute key owner route model outcome", the
-// minute being the one each point's interval lies in, and checks each point's shape.
-func (r *receiver) sums(t *testing.T) map[string]int64 {
-	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]int64{}
-	for _, p := range r.points {
-		minute := p.start.UTC().Truncate(time.Minute)
-		if !p.start.Before(p.end) || p.end.After(minute.Add(time.Minute)) {
-			t.Errorf("point interval %s to %s is not within one minute", p.start, p.end)
-		}
-		if p.temporality != metricpb.AggregationTemporality_AGGREGATION_TEMPORALITY_DELTA || !p.monotonic {
-			t.Errorf("point is %v, monotonic %v: want a monotonic delta sum", p.temporality, p.monotonic)
-		}
-		if len(p.attrs) != 5 {
-			t.Errorf("point attributes %v: want key_id, owner, route, model and outcome", p.attrs)
-		}
-		out[fmt.Sprintf("%s %s %s %s %s %s", minute.Format("15:04"), p.attrs["key_id"], p.attrs["owner"],
-			p.attrs["route"], p.attrs["model"], p.attrs["outcome"])] += p.value
-	}
-	return out
-}
-
-func (r *receiver) set(f func(*receiver)) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f(r)
-}
-
-func exporter(t *testing.T, r *receiver, replica string) *usage.Exporter {
+func exporter(t *testing.T, r *otlptest.Receiver, replica string) *usage.Exporter {
 	t.Helper()
 	res := resource.NewSchemaless(attribute.String("service.name", "keygate"), attribute.String("service.instance.id", replica))
-	e, err := usage.NewOTLPExporter(context.Background(), res, nil, otlpmetricgrpc.WithEndpoint(r.addr), otlpmetricgrpc.WithInsecure())
+	e, err := usage.NewOTLPExporter(context.Background(), res, nil, otlpmetricgrpc.WithEndpoint(r.Addr), otlpmetricgrpc.WithInsecure())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +46,7 @@ func equalCounts(t *testing.T, what string, got, want map[string]int64) {
 // model and outcome in both.
 func TestExportCounts(t *testing.T) {
 	ctx := context.Background()
-	r := newReceiver(t)
+	r := otlptest.Start(t, nil)
 	s := sqlite(t)
 	a, err := usage.NewAggregator(s, usage.Options{ReplicaID: "r1", Export: exporter(t, r, "r1")})
 	if err != nil {
@@ -196,9 +81,9 @@ func TestExportCounts(t *testing.T) {
 		"10:00     missing_key":                         1,
 		"10:00 key_b bravo chat bad\uFFFDmodel allowed": 1,
 	}
-	equalCounts(t, "received", r.sums(t), want)
-	if len(r.resources) != 2 || r.resources[0]["service.instance.id"] != "r1" {
-		t.Errorf("resources %v: want two requests from service.instance.id r1", r.resources)
+	equalCounts(t, "received", r.Counts(t), want)
+	if res := r.Resources(); len(res) != 2 || res[0]["service.instance.id"] != "r1" {
+		t.Errorf("resources %v: want two requests from service.instance.id r1", res)
 	}
 	// The store holds the same counts.
 	equal(t, "stored", query(t, s, usage.Query{All: true, From: t0, To: t0.Add(time.Hour), Step: usage.StepMinute,
@@ -241,8 +126,8 @@ func TestExportRetries(t *testing.T) {
 	otel.SetMeterProvider(mp)
 	t.Cleanup(func() { otel.SetMeterProvider(prev) })
 
-	r := newReceiver(t)
-	r.set(func(r *receiver) { r.refuse[1], r.refuse[2] = true, true })
+	r := otlptest.Start(t, nil)
+	r.Refuse(1, 2)
 	s := sqlite(t)
 	w := &flaky{Writer: s, failBefore: 0}
 	a, err := usage.NewAggregator(w, usage.Options{ReplicaID: "r1", Export: exporter(t, r, "r1")})
@@ -266,9 +151,9 @@ func TestExportRetries(t *testing.T) {
 	if a.Pending() != 0 {
 		t.Fatalf("%d batches pending after recovery", a.Pending())
 	}
-	equalCounts(t, "received", r.sums(t), want)
-	if r.calls != 6 { // two refused, then batches 1-3 (a request each), then batch 4
-		t.Errorf("receiver called %d times, want 6", r.calls)
+	equalCounts(t, "received", r.Counts(t), want)
+	if r.Calls() != 6 { // two refused, then batches 1-3 (a request each), then batch 4
+		t.Errorf("receiver called %d times, want 6", r.Calls())
 	}
 	equal(t, "stored", query(t, s, usage.Query{KeyID: "key_a", From: t0, To: t0.Add(time.Hour), Step: usage.StepMinute}),
 		map[string]int64{"10:00 ": 1, "10:01 ": 1, "10:02 ": 1, "10:03 ": 1})
@@ -297,8 +182,8 @@ func TestExportRetries(t *testing.T) {
 // sends the rest only.
 func TestExportLargeBatch(t *testing.T) {
 	ctx := context.Background()
-	r := newReceiver(t)
-	r.set(func(r *receiver) { r.refuse[2] = true })
+	r := otlptest.Start(t, nil)
+	r.Refuse(2)
 	a, err := usage.NewAggregator(nil, usage.Options{ReplicaID: "r1", Export: exporter(t, r, "r1")})
 	if err != nil {
 		t.Fatal(err)
@@ -317,9 +202,9 @@ func TestExportLargeBatch(t *testing.T) {
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	equalCounts(t, "received", r.sums(t), want)
-	if r.calls != 4 {
-		t.Errorf("receiver called %d times, want 4 (1 accepted, 1 refused, 2 sent on retry)", r.calls)
+	equalCounts(t, "received", r.Counts(t), want)
+	if r.Calls() != 4 {
+		t.Errorf("receiver called %d times, want 4 (1 accepted, 1 refused, 2 sent on retry)", r.Calls())
 	}
 }
 
@@ -329,16 +214,16 @@ func TestExportLargeBatch(t *testing.T) {
 func TestExportAnswers(t *testing.T) {
 	ctx := context.Background()
 	for name, tc := range map[string]struct {
-		set      func(*receiver)
+		set      func(*otlptest.Receiver)
 		wantErr  bool
 		wantSent int64
 	}{
-		"partial success": {set: func(r *receiver) { r.reject = 1 }, wantSent: 1},
-		"answer lost":     {set: func(r *receiver) { r.loseAnswer[1] = true }, wantErr: true, wantSent: 2},
+		"partial success": {set: func(r *otlptest.Receiver) { r.Reject(1) }, wantSent: 1},
+		"answer lost":     {set: func(r *otlptest.Receiver) { r.LoseAnswer(1) }, wantErr: true, wantSent: 2},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := newReceiver(t)
-			r.set(tc.set)
+			r := otlptest.Start(t, nil)
+			tc.set(r)
 			a, err := usage.NewAggregator(nil, usage.Options{ReplicaID: "r1", Export: exporter(t, r, "r1")})
 			if err != nil {
 				t.Fatal(err)
@@ -350,7 +235,7 @@ func TestExportAnswers(t *testing.T) {
 			if err := a.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			equalCounts(t, "received", r.sums(t), map[string]int64{"10:00 key_a acme chat m allowed": tc.wantSent})
+			equalCounts(t, "received", r.Counts(t), map[string]int64{"10:00 key_a acme chat m allowed": tc.wantSent})
 		})
 	}
 }
