@@ -81,9 +81,9 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## dev: the mTLS demo on loopback: Vault dev server, private CA, demo keys, keygate, terminator, echo upstream
+## dev: the mTLS demo on loopback: Vault dev server, private CA, demo keys, keygate, terminator, echo upstream (USAGE=postgres: usage in PostgreSQL)
 dev:
-	VERSION=$(VERSION) scripts/dev.sh
+	VERSION=$(VERSION) KEYGATE_DEV_USAGE=$(or $(USAGE),$(KEYGATE_DEV_USAGE),sqlite) scripts/dev.sh
 
 ## demo: the same as dev
 demo: dev
