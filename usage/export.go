@@ -165,7 +165,8 @@ func (e *Exporter) send(ctx context.Context, pts []metricdata.DataPoint[int64]) 
 // Points returns the data points of a batch, one per cell, in the order of the cells'
 // key id, minute, owner, route, model and outcome. A point's interval is its minute cut
 // to the batch's window; a cell counted after its minute and after the window that
-// covered it ended (a check that outlasted a flush) keeps its whole minute. Attribute
+// covered it ended (a check that outlasted a flush) keeps its whole minute, as every cell
+// does when the window is empty or inverted (the wall clock stepped back). Attribute
 // values are made valid UTF-8 (OTLP requires it; the model is the client's).
 func Points(b Batch) []metricdata.DataPoint[int64] {
 	cells := make([]Cell, 0, len(b.Counts))
@@ -174,14 +175,17 @@ func Points(b Batch) []metricdata.DataPoint[int64] {
 	}
 	slices.SortFunc(cells, compareCells)
 	pts := make([]metricdata.DataPoint[int64], 0, len(cells))
+	// Wall-clock times: a window the wall clock stepped back across is no window.
+	ws, we := b.Start.Round(0), b.End.Round(0)
+	window := !ws.IsZero() && !we.IsZero() && ws.Before(we)
 	for _, c := range cells {
 		start, end := time.Unix(c.Minute, 0), time.Unix(c.Minute+60, 0)
-		if !b.Start.IsZero() && !b.End.IsZero() && b.Start.Before(end) && start.Before(b.End) {
-			if b.Start.After(start) {
-				start = b.Start
+		if window && ws.Before(end) && start.Before(we) {
+			if ws.After(start) {
+				start = ws
 			}
-			if b.End.Before(end) {
-				end = b.End
+			if we.Before(end) {
+				end = we
 			}
 		}
 		pts = append(pts, metricdata.DataPoint[int64]{

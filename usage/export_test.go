@@ -12,6 +12,9 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricpb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/otlptest"
@@ -238,4 +241,38 @@ func TestExportAnswers(t *testing.T) {
 			equalCounts(t, "received", r.Counts(t), map[string]int64{"10:00 key_a acme chat m allowed": tc.wantSent})
 		})
 	}
+}
+
+// FuzzPoints: whatever the cell's strings (the model is the client's) and the window,
+// each point's attributes marshal as OTLP (valid UTF-8), its value is the cell's count,
+// and its interval is non-empty and within its minute.
+func FuzzPoints(f *testing.F) {
+	f.Add("key_a", "acme", "chat", "gpt-4o", "allowed", int64(1764000000), int64(30), int64(60))
+	f.Add("", "", "", "bad\xff\xfe", "unknown_key", int64(-61), int64(0), int64(1))
+	f.Add("k", "o", "r", "\xed\xa0\x80", "x", int64(60), int64(-120), int64(-60))
+	f.Fuzz(func(t *testing.T, key, owner, route, model, outcome string, minute, startOff, endOff int64) {
+		minute -= minute % 60
+		if minute < 0 || minute > 1<<40 {
+			return
+		}
+		b := usage.Batch{ID: "r-1", Start: time.Unix(minute+startOff%600, 0), End: time.Unix(minute+endOff%600, 0),
+			Counts: map[usage.Cell]int64{{Minute: minute, KeyID: key, Owner: owner, Route: route, Model: model, Outcome: outcome}: 7}}
+		pts := usage.Points(b)
+		if len(pts) != 1 || pts[0].Value != 7 {
+			t.Fatalf("points %v", pts)
+		}
+		p := pts[0]
+		m := time.Unix(minute, 0)
+		if !p.StartTime.Before(p.Time) || p.StartTime.Before(m) || p.Time.After(m.Add(time.Minute)) {
+			t.Fatalf("interval %s to %s, minute %s", p.StartTime, p.Time, m)
+		}
+		dp := &metricpb.NumberDataPoint{Value: &metricpb.NumberDataPoint_AsInt{AsInt: p.Value}}
+		for _, kv := range p.Attributes.ToSlice() {
+			dp.Attributes = append(dp.Attributes, &commonpb.KeyValue{Key: string(kv.Key),
+				Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: kv.Value.AsString()}}})
+		}
+		if _, err := proto.Marshal(dp); err != nil {
+			t.Fatalf("the point does not marshal: %v", err)
+		}
+	})
 }

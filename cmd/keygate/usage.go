@@ -294,7 +294,7 @@ func keysUsageCmd(ctx context.Context, c *keysCommand, args []string) error {
 		return err
 	}
 	if store == nil {
-		return errors.New("keys usage: usage analytics are off (set usage.store in the configuration given with --config)")
+		return errors.New("keys usage: there is no usage store (set usage.store in the configuration given with --config)")
 	}
 	defer store.Close()
 	q := keyusage.Query{KeyID: id, Step: keyusage.Step(*step), By: keyusage.Dimension(*by), To: time.Now()}
