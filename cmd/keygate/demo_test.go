@@ -233,6 +233,13 @@ read:
 
 	// No secret on any command line, and the state is private.
 	secrets := demoSecrets(t, dir)
+	if usage == "postgres" {
+		pw, err := os.ReadFile(filepath.Join(dir, "postgres.password"))
+		if err != nil || len(pw) < 32 {
+			t.Fatalf("postgres.password: %v (%d bytes)", err, len(pw))
+		}
+		secrets = append(secrets, string(pw))
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
