@@ -151,7 +151,7 @@ if [ "$usage" = postgres ]; then
   # Loopback TCP only: no unix socket. Its stderr goes through this script (root can
   # write $dev; the postgres user could not).
   start setsid "${as_pg[@]}" "$pg_bin/postgres" -D "$pgdata" -p "$pg_port" -h 127.0.0.1 \
-    -c unix_socket_directories= -c fsync=off -c synchronous_commit=off >"$dev/postgres.log" 2>&1
+    -c unix_socket_directories= -c synchronous_commit=off >"$dev/postgres.log" 2>&1
   pg_pid=${pids[-1]}
   for _ in $(seq 100); do
     "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break
