@@ -4,8 +4,9 @@
 // An event names a key by its id or hint, never by the key itself; and since ids, paths
 // and details can come from clients, the Log passes every string it writes (field
 // values, detail keys and values, at any depth) through a redactor that replaces
-// anything key-shaped by its hint. A Log is safe for concurrent use; a nil *Log discards
-// events, so callers need no checks.
+// anything key-shaped by its hint. With WithRecent a Log also keeps its last events in
+// memory, redacted as the lines are, for the admin API's GET /audit (recent.go). A Log
+// is safe for concurrent use; a nil *Log discards events, so callers need no checks.
 package audit
 
 import (
