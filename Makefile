@@ -68,6 +68,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
 	$(GO) test -run '^$$' -fuzz '^FuzzUsageQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
 	$(GO) test -run '^$$' -fuzz '^FuzzPoints$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./usage/
+	$(GO) test -run '^$$' -fuzz '^FuzzAuditQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
 
 ## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks
 soak: vault
