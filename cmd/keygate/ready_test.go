@@ -37,23 +37,8 @@ func TestReadyzSaysWhy(t *testing.T) {
 	}
 	start := func(args ...string) replica {
 		r := replica{grpc: freeAddr(t), http: freeAddr(t), logs: &safebuf.Buffer{}}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- run(ctx, append([]string{"serve", "--grpc-addr", r.grpc, "--http-addr", r.http, "--admin-addr", "",
-				"--vault-path", base}, args...), r.logs, r.logs)
-		}()
-		t.Cleanup(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("serve returned %v", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Error("serve did not stop after its context ended")
-			}
-		})
+		launchServe(t, r.logs, append([]string{"--grpc-addr", r.grpc, "--http-addr", r.http, "--admin-addr", "",
+			"--vault-path", base}, args...)...)
 		return r
 	}
 	readyz := func(r replica) (int, string) {
