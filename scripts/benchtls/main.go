@@ -8,6 +8,10 @@
 //
 //	go run ./scripts/benchtls -rounds 2 -duration 3s
 //
+// With -profile PREFIX it also writes PREFIX.cpu and PREFIX.allocs: a CPU profile and
+// the allocations of keygate serve during one more keep-alive run (the binary is then
+// built with -tags benchprofile, whose profiler listens on loopback only).
+//
 // It needs Debian's nginx-light (apt-get install nginx-light) and Vault (scripts/vault-build.sh).
 package main
 
@@ -60,6 +64,7 @@ func run() error {
 	rounds := flag.Int("rounds", 2, "alternated rounds per mode")
 	duration := flag.Duration("duration", 3*time.Second, "length of one measurement")
 	workers := flag.Int("workers", 16, "concurrent clients")
+	profile := flag.String("profile", "", "write PREFIX.cpu and PREFIX.allocs: keygate's CPU and allocation profiles under keep-alive load")
 	flag.Parse()
 	if *duration > 10*time.Second || *rounds > 5 {
 		return errors.New("keep it short: -duration at most 10s, -rounds at most 5")
@@ -103,7 +108,13 @@ func run() error {
 		return err
 	}
 	bin := filepath.Join(dir, "keygate")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/keygate").CombinedOutput(); err != nil {
+	build := []string{"build", "-o", bin}
+	pprofAddr := ""
+	if *profile != "" {
+		build = append(build, "-tags", "benchprofile")
+		pprofAddr = loadtest.FreeAddr()
+	}
+	if out, err := exec.Command("go", append(build, "./cmd/keygate")...).CombinedOutput(); err != nil {
 		return fmt.Errorf("build keygate (run from the repository root): %v\n%s", err, out)
 	}
 
@@ -116,6 +127,9 @@ func run() error {
 	kg := exec.Command(bin, "serve", "--config", cfg, "--grpc-addr", loadtest.FreeAddr(), "--http-addr", "", "--admin-addr", "",
 		"--terminate", kgAddr, "--upstream", "http://"+upAddr)
 	kg.Env = append(os.Environ(), v.Env()...)
+	if pprofAddr != "" {
+		kg.Env = append(kg.Env, "KEYGATE_BENCH_PPROF="+pprofAddr)
+	}
 	kg.Stderr = os.Stderr
 	kg.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := kg.Start(); err != nil {
@@ -170,6 +184,54 @@ func run() error {
 			mode, k.rps, k.p99, k.cpuPerReq, n.rps, n.p99, n.cpuPerReq)
 		fmt.Printf("%s ratios keygate/nginx: req/s %.2f, CPU/req %.2f, p99 %.2f\n\n", mode, k.rps/n.rps, k.cpuPerReq/n.cpuPerReq, k.p99/n.p99)
 	}
+	if *profile != "" {
+		return profileRun(pki, kgAddr, key, kg.Process.Pid, pprofAddr, *profile, *workers, *duration)
+	}
+	return nil
+}
+
+// profileRun takes keygate's CPU profile during one keep-alive load run, and its
+// allocations over the same run (the allocs profile before and after, as a base and a
+// profile for go tool pprof -base).
+func profileRun(pki *pki, addr, key string, pid int, pprofAddr, prefix string, workers int, d time.Duration) error {
+	get := func(path, file string) error {
+		resp, err := http.Get("http://" + pprofAddr + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s: status %d", path, resp.StatusCode)
+		}
+		out, err := os.Create(file)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, resp.Body); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}
+	if err := get("/debug/pprof/allocs", prefix+".allocs-base"); err != nil {
+		return err
+	}
+	cpu := make(chan error, 1)
+	go func() {
+		cpu <- get(fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds())-1)), prefix+".cpu")
+	}()
+	res, err := load(pki, addr, key, pid, workers, d, false)
+	if err != nil {
+		return err
+	}
+	if err := <-cpu; err != nil {
+		return err
+	}
+	if err := get("/debug/pprof/allocs", prefix+".allocs"); err != nil {
+		return err
+	}
+	fmt.Printf("profiled keep-alive run: %.0f req/s, %.1f µs CPU/req, %d requests\n", res.rps, res.cpuPerReq, int64(res.rps*d.Seconds()))
+	fmt.Printf("  go tool pprof -top %[1]s.cpu\n  go tool pprof -sample_index=alloc_space -base %[1]s.allocs-base -top %[1]s.allocs\n", prefix)
 	return nil
 }
 
