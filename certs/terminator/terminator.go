@@ -18,6 +18,11 @@
 // Requests asking to switch to h2c (Upgrade: h2c, or an HTTP2-Settings header) are
 // refused with a 400. The Check sees the body only when the Checker says the route
 // needs it (BodyChecker); that read is bounded by Config.BodyTimeout.
+//
+// Denials are the Check's own answers. What the terminator refuses itself (h2c, a body
+// that cannot be read or comes too slowly, a failed check, an unreachable upstream) is
+// answered in the configured deny profile's envelope (authz.Profile.Answer), with
+// Content-Type application/json and an X-Request-Id.
 package terminator
 
 import (
@@ -74,14 +79,18 @@ type Config struct {
 	BodyTimeout time.Duration
 	// Transport carries allowed requests to the upstream; nil means NewTransport(nil).
 	Transport http.RoundTripper
-	Logger    *slog.Logger
+	// Profile shapes the answers the terminator writes itself, as the Check's denials
+	// are shaped (deny_profile); the zero value is the default profile.
+	Profile authz.Profile
+	Logger  *slog.Logger
 }
 
 // Terminator is the HTTP handler behind the TLS listener.
 type Terminator struct {
-	cfg   Config
-	proxy *httputil.ReverseProxy
-	peers *lru.Cache[*x509.Certificate, *peerInfo]
+	cfg     Config
+	proxy   *httputil.ReverseProxy
+	peers   *lru.Cache[*x509.Certificate, *peerInfo]
+	answers []authz.Denial // by authz.Answer
 }
 
 // peerInfo is what the terminator writes about a client certificate, computed once per
@@ -136,10 +145,14 @@ func New(cfg Config) *Terminator {
 	}
 	peers, _ := lru.New[*x509.Certificate, *peerInfo](4096)
 	t := &Terminator{cfg: cfg, peers: peers}
+	for _, a := range authz.Answers() {
+		t.answers = append(t.answers, cfg.Profile.Answer(a))
+	}
 	t.proxy = &httputil.ReverseProxy{
-		Rewrite:    t.rewrite,
-		Transport:  cfg.Transport,
-		BufferPool: buffers{},
+		Rewrite:      t.rewrite,
+		Transport:    cfg.Transport,
+		BufferPool:   buffers{},
+		ErrorHandler: t.proxyError,
 		// 0: responses of unknown length (streams) and text/event-stream are flushed on
 		// every write by the proxy itself; fixed-length ones go out in one write at the
 		// end instead of a header write, a timer goroutine and a flush per write.
@@ -174,7 +187,7 @@ type allowanceKey struct{}
 // ServeHTTP checks the request and proxies it, or answers the denial.
 func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if wantsH2C(r.Header) {
-		t.refuse(w, r, http.StatusBadRequest, "h2c upgrades are not supported")
+		t.refuse(w, r, authz.AnswerUpgradeRefused)
 		return
 	}
 	normalize(r)
@@ -182,15 +195,15 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req, err := t.checkRequest(w, r, peer)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			t.refuse(w, r, http.StatusRequestTimeout, "the request body was not sent in time")
+			t.refuse(w, r, authz.AnswerBodyTimeout)
 			return
 		}
-		t.refuse(w, r, http.StatusBadRequest, "cannot read the request body")
+		t.refuse(w, r, authz.AnswerUnreadableBody)
 		return
 	}
 	resp, err := t.cfg.Checker.Check(r.Context(), req)
 	if err != nil { // Envoy's status_on_error: never an allow
-		t.refuse(w, r, http.StatusServiceUnavailable, "authorization unavailable")
+		t.refuse(w, r, authz.AnswerUnavailable)
 		return
 	}
 	if d := resp.GetDeniedResponse(); d != nil {
@@ -202,7 +215,7 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ok := resp.GetOkResponse()
 	if resp.GetStatus().GetCode() != 0 || ok == nil { // not an explicit allow: refuse
-		t.refuse(w, r, http.StatusForbidden, "forbidden")
+		t.refuse(w, r, authz.AnswerForbidden)
 		return
 	}
 	setHeaders(w.Header(), ok.GetResponseHeadersToAdd())
@@ -304,12 +317,37 @@ func wantsH2C(h http.Header) bool {
 	return false
 }
 
-// refuse answers a request the terminator itself turns down.
-func (t *Terminator) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+// refuse answers a request the terminator itself turns down, in the deny profile's
+// envelope.
+func (t *Terminator) refuse(w http.ResponseWriter, r *http.Request, a authz.Answer) {
 	stopReading(w, r)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, `{"error":"`+msg+`"}`)
+	d := t.answers[a]
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	if len(h["X-Request-Id"]) == 0 { // the check's, when it allowed the request
+		h["X-Request-Id"] = []string{authz.NewRequestID()}
+	}
+	if d.RetryAfter != "" {
+		h["Retry-After"] = []string{d.RetryAfter}
+	}
+	w.WriteHeader(d.Status)
+	_, _ = io.WriteString(w, d.Body)
+}
+
+// proxyError answers an allowed request the upstream did not answer: a 502 in the
+// deny profile's envelope, or nothing when the client is gone.
+func (t *Terminator) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return
+	}
+	t.cfg.Logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream unavailable", slog.String("error", err.Error()))
+	h := w.Header()
+	for k := range h { // the client headers the check added for a success
+		if k != "X-Request-Id" {
+			delete(h, k)
+		}
+	}
+	t.refuse(w, r, authz.AnswerBadGateway)
 }
 
 // stopReading makes an HTTP/1 server give up the rest of a request body at once before
