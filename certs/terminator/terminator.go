@@ -96,8 +96,8 @@ type Terminator struct {
 // peerInfo is what the terminator writes about a client certificate, computed once per
 // parsed certificate (every request of a connection shares it).
 type peerInfo struct {
-	escapedPEM string // Envoy's URL-escaped PEM, for the CheckRequest and XFCC's Cert
-	xfcc       string
+	escapedPEM string   // Envoy's URL-escaped PEM, for the CheckRequest and XFCC's Cert
+	xfcc       []string // the header's value; shared by requests, never modified
 }
 
 // ownedHeaders are set by keygate only: any client header that folds to one of them is
@@ -190,9 +190,9 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.refuse(w, r, authz.AnswerUpgradeRefused)
 		return
 	}
-	normalize(r)
+	target := normalize(r)
 	peer := t.peer(r)
-	req, err := t.checkRequest(w, r, peer)
+	req, err := t.checkRequest(w, r, target, peer)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			t.refuse(w, r, authz.AnswerBodyTimeout)
@@ -226,18 +226,20 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // normalize puts the request target in the form Envoy's normalize_path and
 // merge_slashes give it (authz.NormalizeTarget), so the check and the upstream see one
 // path. A target keygate finds ambiguous is left as it is: the check refuses it when
-// the policy has routes, and without routes the path decides nothing.
-func normalize(r *http.Request) {
+// the policy has routes, and without routes the path decides nothing. It returns the
+// request target the check sees.
+func normalize(r *http.Request) string {
 	raw := r.URL.RequestURI()
 	n, err := authz.NormalizeTarget(raw)
 	if err != nil || n == raw {
-		return
+		return raw
 	}
 	u, err := url.ParseRequestURI(n)
 	if err != nil {
-		return
+		return raw
 	}
 	r.URL.Path, r.URL.RawPath, r.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
+	return r.URL.RequestURI()
 }
 
 // rewrite builds the upstream request. It runs after the reverse proxy removed the
@@ -264,7 +266,7 @@ func (t *Terminator) rewrite(pr *httputil.ProxyRequest) {
 	}
 	setHeaders(h, a.ok.GetHeaders())
 	if a.peer != nil {
-		h["X-Forwarded-Client-Cert"] = []string{a.peer.xfcc}
+		h["X-Forwarded-Client-Cert"] = a.peer.xfcc
 	}
 }
 
@@ -364,25 +366,55 @@ func hasBody(r *http.Request) bool {
 	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
+// setHeaders sets each header of opts in h, replacing any of that name; the values
+// share one allocation.
 func setHeaders(h http.Header, opts []*corev3.HeaderValueOption) {
-	for _, o := range opts {
-		h.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+	if len(opts) == 0 {
+		return
 	}
+	vals := make([]string, len(opts))
+	for i, o := range opts {
+		vals[i] = o.GetHeader().GetValue()
+		h[canonicalName(o.GetHeader().GetKey())] = vals[i : i+1 : i+1]
+	}
+}
+
+// canonicalNames are the canonical forms of the headers a Check sets, so that setting
+// them does not allocate.
+var canonicalNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"x-api-key-id", "x-api-key-name", "x-api-key-scopes", "x-request-id",
+		"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "content-type",
+		"www-authenticate", "retry-after"} {
+		m[n] = http.CanonicalHeaderKey(n)
+	}
+	return m
+}()
+
+func canonicalName(k string) string {
+	if c, ok := canonicalNames[k]; ok {
+		return c
+	}
+	return http.CanonicalHeaderKey(k)
 }
 
 // checkRequest builds the CheckRequest Envoy would send for r: the connection's client
 // certificate as URL-escaped PEM, the headers (lower case, repeated ones joined), and,
 // when the check needs it, the body up to MaxBody, read within BodyTimeout. It puts the
 // body back for the upstream.
-func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, peer *peerInfo) (*authv3.CheckRequest, error) {
-	path := r.URL.RequestURI()
-	headers := make(map[string]string, len(r.Header)+5)
+func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, path string, peer *peerInfo) (*authv3.CheckRequest, error) {
+	headers := make(map[string]string, len(r.Header)+4)
 	for k, v := range r.Header {
-		headers[lowerName(k)] = strings.Join(v, ",")
+		if len(v) == 1 {
+			headers[lowerName(k)] = v[0]
+		} else {
+			headers[lowerName(k)] = strings.Join(v, ",")
+		}
 	}
 	headers[":method"], headers[":path"], headers[":authority"], headers[":scheme"] = r.Method, path, r.Host, "https"
-	h := &authv3.AttributeContext_HttpRequest{Method: r.Method, Path: path, Host: r.Host,
-		Scheme: "https", Protocol: r.Proto, Headers: headers, Size: r.ContentLength}
+	m := new(checkMessages)
+	h := &m.http
+	h.Method, h.Path, h.Host, h.Scheme, h.Protocol, h.Headers, h.Size = r.Method, path, r.Host, "https", r.Proto, headers, r.ContentLength
 	if hasBody(r) && t.needsBody(r.Method, r.Host, path, r.Header.Get("Content-Type")) {
 		buf, err := t.readBody(w, r)
 		if err != nil {
@@ -396,19 +428,35 @@ func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, peer *
 		}
 		h.RawBody = buf
 	}
-	src := &authv3.AttributeContext_Peer{}
+	src := &m.source
 	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		p, _ := strconv.ParseUint(port, 10, 16)
-		src.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}
+		m.port.PortValue = uint32(p)
+		m.socket.Address, m.socket.PortSpecifier = host, &m.port
+		m.sockAddr.SocketAddress = &m.socket
+		m.addr.Address = &m.sockAddr
+		src.Address = &m.addr
 	}
 	if peer != nil {
 		src.Certificate = peer.escapedPEM
 	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:  src,
-		Request: &authv3.AttributeContext_Request{Http: h},
-	}}, nil
+	m.request.Http = h
+	m.attrs.Source, m.attrs.Request = src, &m.request
+	m.check.Attributes = &m.attrs
+	return &m.check, nil
+}
+
+// checkMessages are the messages of one CheckRequest, allocated together.
+type checkMessages struct {
+	check    authv3.CheckRequest
+	attrs    authv3.AttributeContext
+	request  authv3.AttributeContext_Request
+	http     authv3.AttributeContext_HttpRequest
+	source   authv3.AttributeContext_Peer
+	addr     corev3.Address
+	sockAddr corev3.Address_SocketAddress
+	socket   corev3.SocketAddress
+	port     corev3.SocketAddress_PortValue
 }
 
 func (t *Terminator) needsBody(method, host, path, contentType string) bool {
@@ -472,7 +520,7 @@ func (t *Terminator) peer(r *http.Request) *peerInfo {
 		return p
 	}
 	p := &peerInfo{escapedPEM: escapePEM(c.Raw)}
-	p.xfcc = xfcc(c, p.escapedPEM)
+	p.xfcc = []string{xfcc(c, p.escapedPEM)}
 	t.peers.Add(c, p)
 	return p
 }

@@ -12,6 +12,12 @@
 // the allocations of keygate serve during one more keep-alive run (the binary is then
 // built with -tags benchprofile, whose profiler listens on loopback only).
 //
+// Two more servers give the floor for a Go terminator, each this program in another
+// process: go-proxy is Go's crypto/tls and net/http with httputil.ReverseProxy and the
+// same upstream pool as keygate, and nothing else (no check, no header rules);
+// go-direct is the same TLS server answering the upstream's body itself, with no
+// upstream at all.
+//
 // It needs Debian's nginx-light (apt-get install nginx-light) and Vault (scripts/vault-build.sh).
 package main
 
@@ -32,6 +38,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +57,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 6 && os.Args[1] == "-go-proxy" {
+		goProxy(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtls:", err)
 		os.Exit(1)
@@ -64,6 +76,7 @@ func run() error {
 	rounds := flag.Int("rounds", 2, "alternated rounds per mode")
 	duration := flag.Duration("duration", 3*time.Second, "length of one measurement")
 	workers := flag.Int("workers", 16, "concurrent clients")
+	serverEnv := flag.String("server-env", "", "NAME=VALUE[,NAME=VALUE] added to the environment of keygate, go-proxy and go-direct (GOMAXPROCS=1, GOGC=200)")
 	profile := flag.String("profile", "", "write PREFIX.cpu and PREFIX.allocs: keygate's CPU and allocation profiles under keep-alive load")
 	flag.Parse()
 	if *duration > 10*time.Second || *rounds > 5 {
@@ -85,11 +98,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"mx4-atlas-core","object":"model"}]}`)
-	})}
+	upstream := &http.Server{Handler: http.HandlerFunc(answerModels)}
 	ul, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -126,7 +135,11 @@ func run() error {
 	}
 	kg := exec.Command(bin, "serve", "--config", cfg, "--grpc-addr", loadtest.FreeAddr(), "--http-addr", "", "--admin-addr", "",
 		"--terminate", kgAddr, "--upstream", "http://"+upAddr)
-	kg.Env = append(os.Environ(), v.Env()...)
+	var extraEnv []string
+	if *serverEnv != "" {
+		extraEnv = strings.Split(*serverEnv, ",")
+	}
+	kg.Env = append(append(os.Environ(), v.Env()...), extraEnv...)
 	if pprofAddr != "" {
 		kg.Env = append(kg.Env, "KEYGATE_BENCH_PPROF="+pprofAddr)
 	}
@@ -149,7 +162,29 @@ func run() error {
 	}
 	defer func() { _ = ng.Process.Signal(syscall.SIGQUIT); _ = ng.Wait() }()
 
-	for name, addr := range map[string]string{"keygate": kgAddr, "nginx": ngAddr} {
+	gpAddr := loadtest.FreeAddr()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	gdAddr := loadtest.FreeAddr()
+	var gp, gd *exec.Cmd
+	for _, c := range []struct {
+		cmd            **exec.Cmd
+		addr, upstream string
+	}{{&gp, gpAddr, "http://" + upAddr}, {&gd, gdAddr, "direct"}} {
+		cmd := exec.Command(self, "-go-proxy", c.addr, c.upstream, pki.serverCert+","+pki.serverKey, pki.caFile)
+		cmd.Env = append(os.Environ(), extraEnv...)
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		*c.cmd = cmd
+	}
+
+	for name, addr := range map[string]string{"keygate": kgAddr, "nginx": ngAddr, "go-proxy": gpAddr, "go-direct": gdAddr} {
 		if err := waitOK(pki, addr, key); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -157,10 +192,14 @@ func run() error {
 
 	fmt.Printf("benchtls: %s, %d CPUs, %s; %d workers, %d rounds of %v per server and mode, HTTP/1.1 over TLS 1.3 (ECDSA P-256)\n",
 		cpuModel(), numCPU(), goVersion(), *workers, *rounds, *duration)
+	if len(extraEnv) > 0 {
+		fmt.Printf("keygate, go-proxy and go-direct run with %s\n", strings.Join(extraEnv, " "))
+	}
 	servers := []struct {
 		name, addr string
 		pid        int
-	}{{"keygate", kgAddr, kg.Process.Pid}, {"nginx", ngAddr, ng.Process.Pid}}
+	}{{"keygate", kgAddr, kg.Process.Pid}, {"nginx", ngAddr, ng.Process.Pid}, {"go-proxy", gpAddr, gp.Process.Pid},
+		{"go-direct", gdAddr, gd.Process.Pid}}
 	for _, fresh := range []bool{false, true} {
 		mode := "keep-alive"
 		if fresh {
@@ -179,10 +218,16 @@ func run() error {
 					mode, r+1, s.name, out.rps, out.p50, out.p99, out.cpuPerReq, out.errors)
 			}
 		}
-		k, n := medians(res["keygate"]), medians(res["nginx"])
-		fmt.Printf("%s medians: keygate %.0f req/s (p99 %.2f ms, %.1f µs CPU/req); nginx %.0f req/s (p99 %.2f ms, %.1f µs CPU/req)\n",
-			mode, k.rps, k.p99, k.cpuPerReq, n.rps, n.p99, n.cpuPerReq)
-		fmt.Printf("%s ratios keygate/nginx: req/s %.2f, CPU/req %.2f, p99 %.2f\n\n", mode, k.rps/n.rps, k.cpuPerReq/n.cpuPerReq, k.p99/n.p99)
+		k, n, g, gd := medians(res["keygate"]), medians(res["nginx"]), medians(res["go-proxy"]), medians(res["go-direct"])
+		for _, m := range []struct {
+			name string
+			r    result
+		}{{"keygate", k}, {"nginx", n}, {"go-proxy", g}, {"go-direct", gd}} {
+			fmt.Printf("%s median %-9s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req\n", mode, m.name, m.r.rps, m.r.p50, m.r.p99, m.r.cpuPerReq)
+		}
+		fmt.Printf("%s ratios keygate/nginx: req/s %.2f, CPU/req %.2f, p99 %.2f\n", mode, k.rps/n.rps, k.cpuPerReq/n.cpuPerReq, k.p99/n.p99)
+		fmt.Printf("%s ratios go-proxy/nginx: req/s %.2f, CPU/req %.2f; keygate/go-proxy: req/s %.2f, CPU/req %.2f; go-direct/nginx: CPU/req %.2f\n\n",
+			mode, g.rps/n.rps, g.cpuPerReq/n.cpuPerReq, k.rps/g.rps, k.cpuPerReq/g.cpuPerReq, gd.cpuPerReq/n.cpuPerReq)
 	}
 	if *profile != "" {
 		return profileRun(pki, kgAddr, key, kg.Process.Pid, pprofAddr, *profile, *workers, *duration)
@@ -476,4 +521,50 @@ func numCPU() int {
 func goVersion() string {
 	out, _ := exec.Command("go", "env", "GOVERSION").Output()
 	return strings.TrimSpace(string(out))
+}
+
+// goProxy serves a floor for a Go terminator on addr: TLS requiring a client
+// certificate from caFile, and httputil.ReverseProxy to upstream over a keep-alive pool
+// like keygate's, or, when upstream is "direct", the upstream's answer written by the
+// handler itself. certKey is "certfile,keyfile". It runs until killed.
+func goProxy(addr, upstream, certKey, caFile string) {
+	certFile, keyFile, _ := strings.Cut(certKey, ",")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		panic(err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		panic(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	up, err := url.Parse(upstream)
+	if err != nil {
+		panic(err)
+	}
+	var handler http.Handler = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
+		Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second},
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		panic(err)
+	}
+	if upstream == "direct" {
+		handler = http.HandlerFunc(answerModels)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: &tls.Config{
+		Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert,
+		MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}}} // as keygate's listeners
+	panic(srv.ServeTLS(ln, "", ""))
+}
+
+// answerModels is the upstream's answer.
+func answerModels(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"mx4-atlas-core","object":"model"}]}`)
 }
