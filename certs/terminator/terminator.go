@@ -77,7 +77,9 @@ type Config struct {
 	// and the connection is closed. 0 means 5 s. It does not bound the rest of the body,
 	// which streams to the upstream once the request is allowed.
 	BodyTimeout time.Duration
-	// Transport carries allowed requests to the upstream; nil means NewTransport(nil).
+	// Transport carries allowed requests to the upstream; nil means NewTransport(nil),
+	// with bodiless GET, HEAD and OPTIONS requests to an http upstream carried in the
+	// handler's own goroutine over a pool of the same size (upstreamTransport).
 	Transport http.RoundTripper
 	// Profile shapes the answers the terminator writes itself, as the Check's denials
 	// are shaped (deny_profile); the zero value is the default profile.
@@ -114,13 +116,16 @@ var credentialHeaders = []string{"authorization", "x-api-key"}
 // NewTransport returns the transport to the upstream: a keep-alive pool sized for a busy
 // terminator (idle connections are reused instead of a new one per request), HTTP/2
 // towards https upstreams that offer it, and bounded connect and handshake times. It
-// uses no proxy from the environment. tlsConf may be nil (the system roots).
+// uses no proxy from the environment, and passes the client's Accept-Encoding as it is
+// (it neither asks the upstream for gzip nor decompresses). tlsConf may be nil (the
+// system roots).
 func NewTransport(tlsConf *tls.Config) *http.Transport {
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ForceAttemptHTTP2:     true,
+		DisableCompression:    true,
 		MaxIdleConns:          0, // no overall cap: there is one upstream
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
@@ -141,7 +146,7 @@ func New(cfg Config) *Terminator {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Transport == nil {
-		cfg.Transport = NewTransport(nil)
+		cfg.Transport = newUpstreamTransport(NewTransport(nil))
 	}
 	peers, _ := lru.New[*x509.Certificate, *peerInfo](4096)
 	t := &Terminator{cfg: cfg, peers: peers}

@@ -77,6 +77,7 @@ func run() error {
 	duration := flag.Duration("duration", 3*time.Second, "length of one measurement")
 	workers := flag.Int("workers", 16, "concurrent clients")
 	serverEnv := flag.String("server-env", "", "NAME=VALUE[,NAME=VALUE] added to the environment of keygate, go-proxy and go-direct (GOMAXPROCS=1, GOGC=200)")
+	baseline := flag.String("baseline", "", "a keygate binary (another build) to measure beside this one, as keygate-base")
 	profile := flag.String("profile", "", "write PREFIX.cpu and PREFIX.allocs: keygate's CPU and allocation profiles under keep-alive load")
 	flag.Parse()
 	if *duration > 10*time.Second || *rounds > 5 {
@@ -149,6 +150,19 @@ func run() error {
 		return err
 	}
 	defer func() { _ = kg.Process.Signal(syscall.SIGTERM); _ = kg.Wait() }()
+	var base *exec.Cmd
+	baseAddr := loadtest.FreeAddr()
+	if *baseline != "" {
+		base = exec.Command(*baseline, "serve", "--config", cfg, "--grpc-addr", loadtest.FreeAddr(), "--http-addr", "", "--admin-addr", "",
+			"--terminate", baseAddr, "--upstream", "http://"+upAddr)
+		base.Env = append(append(os.Environ(), v.Env()...), extraEnv...)
+		base.Stderr = os.Stderr
+		base.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := base.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = base.Process.Signal(syscall.SIGTERM); _ = base.Wait() }()
+	}
 
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, []byte(nginxConf(dir, ngAddr, upAddr, pki)), 0o600); err != nil {
@@ -184,7 +198,11 @@ func run() error {
 		*c.cmd = cmd
 	}
 
-	for name, addr := range map[string]string{"keygate": kgAddr, "nginx": ngAddr, "go-proxy": gpAddr, "go-direct": gdAddr} {
+	ready := map[string]string{"keygate": kgAddr, "nginx": ngAddr, "go-proxy": gpAddr, "go-direct": gdAddr}
+	if base != nil {
+		ready["keygate-base"] = baseAddr
+	}
+	for name, addr := range ready {
 		if err := waitOK(pki, addr, key); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -200,6 +218,12 @@ func run() error {
 		pid        int
 	}{{"keygate", kgAddr, kg.Process.Pid}, {"nginx", ngAddr, ng.Process.Pid}, {"go-proxy", gpAddr, gp.Process.Pid},
 		{"go-direct", gdAddr, gd.Process.Pid}}
+	if base != nil {
+		servers = append(servers, struct {
+			name, addr string
+			pid        int
+		}{"keygate-base", baseAddr, base.Process.Pid})
+	}
 	for _, fresh := range []bool{false, true} {
 		mode := "keep-alive"
 		if fresh {
@@ -214,7 +238,7 @@ func run() error {
 					return err
 				}
 				res[s.name] = append(res[s.name], out)
-				fmt.Printf("  %-26s round %d %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req  errors %d\n",
+				fmt.Printf("  %-26s round %d %-12s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req  errors %d\n",
 					mode, r+1, s.name, out.rps, out.p50, out.p99, out.cpuPerReq, out.errors)
 			}
 		}
@@ -222,8 +246,11 @@ func run() error {
 		for _, m := range []struct {
 			name string
 			r    result
-		}{{"keygate", k}, {"nginx", n}, {"go-proxy", g}, {"go-direct", gd}} {
-			fmt.Printf("%s median %-9s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req\n", mode, m.name, m.r.rps, m.r.p50, m.r.p99, m.r.cpuPerReq)
+		}{{"keygate", k}, {"nginx", n}, {"go-proxy", g}, {"go-direct", gd}, {"keygate-base", medians(res["keygate-base"])}} {
+			if m.r.rps == 0 {
+				continue
+			}
+			fmt.Printf("%s median %-12s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req\n", mode, m.name, m.r.rps, m.r.p50, m.r.p99, m.r.cpuPerReq)
 		}
 		fmt.Printf("%s ratios keygate/nginx: req/s %.2f, CPU/req %.2f, p99 %.2f\n", mode, k.rps/n.rps, k.cpuPerReq/n.cpuPerReq, k.p99/n.p99)
 		fmt.Printf("%s ratios go-proxy/nginx: req/s %.2f, CPU/req %.2f; keygate/go-proxy: req/s %.2f, CPU/req %.2f; go-direct/nginx: CPU/req %.2f\n\n",
@@ -330,6 +357,9 @@ func load(pki *pki, addr, key string, pid, workers int, d time.Duration, fresh b
 }
 
 func medians(rs []result) result {
+	if len(rs) == 0 {
+		return result{}
+	}
 	m := func(f func(result) float64) float64 {
 		v := make([]float64, len(rs))
 		for i, r := range rs {
