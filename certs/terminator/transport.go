@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -34,6 +35,7 @@ type upstreamTransport struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle     int // per upstream address
 	idleTimeout time.Duration
+	maxHeader   int64 // bytes of a response head, as http.Transport's MaxResponseHeaderBytes
 
 	mu   sync.Mutex
 	idle map[string][]*upConn // by host:port, the most recently used last
@@ -42,6 +44,7 @@ type upstreamTransport struct {
 // upConn is one keep-alive connection to the upstream.
 type upConn struct {
 	conn   net.Conn
+	lim    *headLimit // under br
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	addr   string
@@ -50,8 +53,12 @@ type upConn struct {
 }
 
 func newUpstreamTransport(std *http.Transport) *upstreamTransport {
+	maxHeader := std.MaxResponseHeaderBytes
+	if maxHeader == 0 {
+		maxHeader = 10 << 20 // http.Transport's default
+	}
 	return &upstreamTransport{std: std, dial: std.DialContext, maxIdle: std.MaxIdleConnsPerHost,
-		idleTimeout: std.IdleConnTimeout, idle: map[string][]*upConn{}}
+		idleTimeout: std.IdleConnTimeout, maxHeader: maxHeader, idle: map[string][]*upConn{}}
 }
 
 // direct reports whether req is one the transport carries itself.
@@ -124,7 +131,9 @@ func (t *upstreamTransport) roundTrip(c *upConn, req *http.Request) (_ *http.Res
 	}
 	nothingRead = false
 	for {
+		c.lim.n = t.maxHeader + int64(c.br.Buffered())
 		resp, err := http.ReadResponse(c.br, req)
+		c.lim.n = math.MaxInt64
 		if err != nil {
 			return fail(err)
 		}
@@ -211,7 +220,28 @@ func (t *upstreamTransport) get(ctx context.Context, addr string) (*upConn, erro
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{conn: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn), addr: addr}, nil
+	lim := &headLimit{r: conn, n: math.MaxInt64}
+	return &upConn{conn: conn, lim: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(conn), addr: addr}, nil
+}
+
+// headLimit bounds what is read from a connection while a response head is parsed.
+type headLimit struct {
+	r io.Reader
+	n int64
+}
+
+var errHeadTooLarge = errors.New("terminator: the upstream's response head is too large")
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // put keeps c for the next request, and closes the connections idle for too long.

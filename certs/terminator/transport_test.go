@@ -3,6 +3,7 @@ package terminator
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -269,4 +270,37 @@ func TestTransportEarlyHints(t *testing.T) {
 	if b, _ := io.ReadAll(final.Body); string(b) != "ok" {
 		t.Fatalf("body %q", b)
 	}
+}
+
+// TestTransportBoundsTheResponseHead: a response head over the bound is refused (a 502
+// through the proxy), as http.Transport refuses one over MaxResponseHeaderBytes.
+func TestTransportBoundsTheResponseHead(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 200 OK\r\n")
+		for range 1000 {
+			_, _ = brw.WriteString("X-Filler: " + strings.Repeat("f", 1000) + "\r\n")
+		}
+		_, _ = brw.WriteString("Content-Length: 0\r\n\r\n")
+		_ = brw.Flush()
+	})
+	u, _ := url.Parse(up.URL)
+	tr := newUpstreamTransport(NewTransport(nil))
+	defer tr.CloseIdleConnections()
+	tr.maxHeader = 64 << 10
+	req, _ := http.NewRequest("GET", "http://"+u.Host+"/", nil)
+	if resp, err := tr.RoundTrip(req); !errors.Is(err, errHeadTooLarge) {
+		t.Fatalf("%v, %v; want the head refused", resp, err)
+	}
+	tr.maxHeader = 10 << 20
+	req, _ = http.NewRequest("GET", "http://"+u.Host+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("within the bound: %v", err)
+	}
+	resp.Body.Close()
 }
