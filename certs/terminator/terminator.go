@@ -265,7 +265,7 @@ func (t *Terminator) rewrite(pr *httputil.ProxyRequest) {
 			delete(h, name)
 		}
 	}
-	pr.SetXForwarded()
+	setForwarded(h, pr.In)
 	if a == nil { // only ServeHTTP proxies, always with an allowance
 		return
 	}
@@ -273,6 +273,22 @@ func (t *Terminator) rewrite(pr *httputil.ProxyRequest) {
 	if a.peer != nil {
 		h["X-Forwarded-Client-Cert"] = a.peer.xfcc
 	}
+}
+
+// setForwarded sets X-Forwarded-For, -Host and -Proto as ProxyRequest.SetXForwarded
+// does on a request that had none (the client's were dropped), in one allocation.
+func setForwarded(h http.Header, in *http.Request) {
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	vals := []string{"", in.Host, proto}
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		vals[0] = ip
+		h["X-Forwarded-For"] = vals[0:1:1]
+	}
+	h["X-Forwarded-Host"] = vals[1:2:2]
+	h["X-Forwarded-Proto"] = vals[2:3:3]
 }
 
 // dropped reports whether a client header must not reach the upstream: it folds to a

@@ -9,8 +9,9 @@
 //	go run ./scripts/benchtls -rounds 2 -duration 3s
 //
 // With -profile PREFIX it also writes PREFIX.cpu and PREFIX.allocs: a CPU profile and
-// the allocations of keygate serve during one more keep-alive run (the binary is then
-// built with -tags benchprofile, whose profiler listens on loopback only).
+// the allocations of keygate serve during one more keep-alive run, and PREFIX.trace, a
+// one-second execution trace under the same load (the binary is then built with -tags
+// benchprofile, whose profiler listens on loopback only).
 //
 // Two more servers give the floor for a Go terminator, each this program in another
 // process: go-proxy is Go's crypto/tls and net/http with httputil.ReverseProxy and the
@@ -302,8 +303,18 @@ func profileRun(pki *pki, addr, key string, pid int, pprofAddr, prefix string, w
 	if err := get("/debug/pprof/allocs", prefix+".allocs"); err != nil {
 		return err
 	}
+	// An execution trace of one second more under load: where requests wait
+	// (go tool trace -pprof=sync|net|sched PREFIX.trace).
+	tr := make(chan error, 1)
+	go func() { tr <- get("/debug/pprof/trace?seconds=1", prefix+".trace") }()
+	if _, err := load(pki, addr, key, pid, workers, 2*time.Second, false); err != nil {
+		return err
+	}
+	if err := <-tr; err != nil {
+		return err
+	}
 	fmt.Printf("profiled keep-alive run: %.0f req/s, %.1f µs CPU/req, %d requests\n", res.rps, res.cpuPerReq, int64(res.rps*d.Seconds()))
-	fmt.Printf("  go tool pprof -top %[1]s.cpu\n  go tool pprof -sample_index=alloc_space -base %[1]s.allocs-base -top %[1]s.allocs\n", prefix)
+	fmt.Printf("  go tool pprof -top %[1]s.cpu\n  go tool pprof -sample_index=alloc_space -base %[1]s.allocs-base -top %[1]s.allocs\n  go tool trace -pprof=sync %[1]s.trace\n", prefix)
 	return nil
 }
 
