@@ -49,7 +49,7 @@ bench: vault
 	@mkdir -p bin
 	$(GO) run ./scripts/bench -rounds $(BENCHROUNDS) -n $(BENCHN) -cpuprofile bin/bench-cpu.pprof
 
-## bench-tls: the mTLS terminator against nginx (nginx-light), side by side on loopback (~40 s)
+## bench-tls: the mTLS terminator against nginx (nginx-light) and two Go floors, side by side on loopback (~70 s)
 bench-tls: vault
 	$(GO) run ./scripts/benchtls
 

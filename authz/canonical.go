@@ -109,6 +109,9 @@ func NormalizeTarget(target string) (string, error) {
 	if strings.IndexByte(query, '#') >= 0 {
 		return "", errFragment
 	}
+	if plainPath(path) { // nothing to decode, remove or merge
+		return target, nil
+	}
 	segs, err := segments(path, false)
 	if err != nil {
 		return "", err

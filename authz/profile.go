@@ -408,6 +408,11 @@ func (d *denier) body(r Reason, a bodyArgs) string {
 		}
 		v = openaiBody{Error: e}
 	}
+	return encodeBody(v)
+}
+
+// encodeBody is a body's JSON, without HTML escaping or a trailing newline.
+func encodeBody(v any) string {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

@@ -18,6 +18,11 @@
 // Requests asking to switch to h2c (Upgrade: h2c, or an HTTP2-Settings header) are
 // refused with a 400. The Check sees the body only when the Checker says the route
 // needs it (BodyChecker); that read is bounded by Config.BodyTimeout.
+//
+// Denials are the Check's own answers. What the terminator refuses itself (h2c, a body
+// that cannot be read or comes too slowly, a failed check, an unreachable upstream) is
+// answered in the configured deny profile's envelope (authz.Profile.Answer), with
+// Content-Type application/json and an X-Request-Id.
 package terminator
 
 import (
@@ -72,23 +77,29 @@ type Config struct {
 	// and the connection is closed. 0 means 5 s. It does not bound the rest of the body,
 	// which streams to the upstream once the request is allowed.
 	BodyTimeout time.Duration
-	// Transport carries allowed requests to the upstream; nil means NewTransport(nil).
+	// Transport carries allowed requests to the upstream; nil means NewTransport(nil),
+	// with bodiless GET, HEAD and OPTIONS requests to an http upstream carried in the
+	// handler's own goroutine over a pool of the same size (upstreamTransport).
 	Transport http.RoundTripper
-	Logger    *slog.Logger
+	// Profile shapes the answers the terminator writes itself, as the Check's denials
+	// are shaped (deny_profile); the zero value is the default profile.
+	Profile authz.Profile
+	Logger  *slog.Logger
 }
 
 // Terminator is the HTTP handler behind the TLS listener.
 type Terminator struct {
-	cfg   Config
-	proxy *httputil.ReverseProxy
-	peers *lru.Cache[*x509.Certificate, *peerInfo]
+	cfg     Config
+	proxy   *httputil.ReverseProxy
+	peers   *lru.Cache[*x509.Certificate, *peerInfo]
+	answers []authz.Denial // by authz.Answer
 }
 
 // peerInfo is what the terminator writes about a client certificate, computed once per
 // parsed certificate (every request of a connection shares it).
 type peerInfo struct {
-	escapedPEM string // Envoy's URL-escaped PEM, for the CheckRequest and XFCC's Cert
-	xfcc       string
+	escapedPEM string   // Envoy's URL-escaped PEM, for the CheckRequest and XFCC's Cert
+	xfcc       []string // the header's value; shared by requests, never modified
 }
 
 // ownedHeaders are set by keygate only: any client header that folds to one of them is
@@ -105,13 +116,16 @@ var credentialHeaders = []string{"authorization", "x-api-key"}
 // NewTransport returns the transport to the upstream: a keep-alive pool sized for a busy
 // terminator (idle connections are reused instead of a new one per request), HTTP/2
 // towards https upstreams that offer it, and bounded connect and handshake times. It
-// uses no proxy from the environment. tlsConf may be nil (the system roots).
+// uses no proxy from the environment, and passes the client's Accept-Encoding as it is
+// (it neither asks the upstream for gzip nor decompresses). tlsConf may be nil (the
+// system roots).
 func NewTransport(tlsConf *tls.Config) *http.Transport {
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ForceAttemptHTTP2:     true,
+		DisableCompression:    true,
 		MaxIdleConns:          0, // no overall cap: there is one upstream
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
@@ -132,14 +146,18 @@ func New(cfg Config) *Terminator {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Transport == nil {
-		cfg.Transport = NewTransport(nil)
+		cfg.Transport = newUpstreamTransport(NewTransport(nil))
 	}
 	peers, _ := lru.New[*x509.Certificate, *peerInfo](4096)
 	t := &Terminator{cfg: cfg, peers: peers}
+	for _, a := range authz.Answers() {
+		t.answers = append(t.answers, cfg.Profile.Answer(a))
+	}
 	t.proxy = &httputil.ReverseProxy{
-		Rewrite:    t.rewrite,
-		Transport:  cfg.Transport,
-		BufferPool: buffers{},
+		Rewrite:      t.rewrite,
+		Transport:    cfg.Transport,
+		BufferPool:   buffers{},
+		ErrorHandler: t.proxyError,
 		// 0: responses of unknown length (streams) and text/event-stream are flushed on
 		// every write by the proxy itself; fixed-length ones go out in one write at the
 		// end instead of a header write, a timer goroutine and a flush per write.
@@ -174,23 +192,23 @@ type allowanceKey struct{}
 // ServeHTTP checks the request and proxies it, or answers the denial.
 func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if wantsH2C(r.Header) {
-		t.refuse(w, r, http.StatusBadRequest, "h2c upgrades are not supported")
+		t.refuse(w, r, authz.AnswerUpgradeRefused)
 		return
 	}
-	normalize(r)
+	target := normalize(r)
 	peer := t.peer(r)
-	req, err := t.checkRequest(w, r, peer)
+	req, err := t.checkRequest(w, r, target, peer)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			t.refuse(w, r, http.StatusRequestTimeout, "the request body was not sent in time")
+			t.refuse(w, r, authz.AnswerBodyTimeout)
 			return
 		}
-		t.refuse(w, r, http.StatusBadRequest, "cannot read the request body")
+		t.refuse(w, r, authz.AnswerUnreadableBody)
 		return
 	}
 	resp, err := t.cfg.Checker.Check(r.Context(), req)
 	if err != nil { // Envoy's status_on_error: never an allow
-		t.refuse(w, r, http.StatusServiceUnavailable, "authorization unavailable")
+		t.refuse(w, r, authz.AnswerUnavailable)
 		return
 	}
 	if d := resp.GetDeniedResponse(); d != nil {
@@ -202,7 +220,7 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ok := resp.GetOkResponse()
 	if resp.GetStatus().GetCode() != 0 || ok == nil { // not an explicit allow: refuse
-		t.refuse(w, r, http.StatusForbidden, "forbidden")
+		t.refuse(w, r, authz.AnswerForbidden)
 		return
 	}
 	setHeaders(w.Header(), ok.GetResponseHeadersToAdd())
@@ -213,18 +231,20 @@ func (t *Terminator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // normalize puts the request target in the form Envoy's normalize_path and
 // merge_slashes give it (authz.NormalizeTarget), so the check and the upstream see one
 // path. A target keygate finds ambiguous is left as it is: the check refuses it when
-// the policy has routes, and without routes the path decides nothing.
-func normalize(r *http.Request) {
+// the policy has routes, and without routes the path decides nothing. It returns the
+// request target the check sees.
+func normalize(r *http.Request) string {
 	raw := r.URL.RequestURI()
 	n, err := authz.NormalizeTarget(raw)
 	if err != nil || n == raw {
-		return
+		return raw
 	}
 	u, err := url.ParseRequestURI(n)
 	if err != nil {
-		return
+		return raw
 	}
 	r.URL.Path, r.URL.RawPath, r.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
+	return r.URL.RequestURI()
 }
 
 // rewrite builds the upstream request. It runs after the reverse proxy removed the
@@ -245,14 +265,30 @@ func (t *Terminator) rewrite(pr *httputil.ProxyRequest) {
 			delete(h, name)
 		}
 	}
-	pr.SetXForwarded()
+	setForwarded(h, pr.In)
 	if a == nil { // only ServeHTTP proxies, always with an allowance
 		return
 	}
 	setHeaders(h, a.ok.GetHeaders())
 	if a.peer != nil {
-		h["X-Forwarded-Client-Cert"] = []string{a.peer.xfcc}
+		h["X-Forwarded-Client-Cert"] = a.peer.xfcc
 	}
+}
+
+// setForwarded sets X-Forwarded-For, -Host and -Proto as ProxyRequest.SetXForwarded
+// does on a request that had none (the client's were dropped), in one allocation.
+func setForwarded(h http.Header, in *http.Request) {
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	vals := []string{"", in.Host, proto}
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		vals[0] = ip
+		h["X-Forwarded-For"] = vals[0:1:1]
+	}
+	h["X-Forwarded-Host"] = vals[1:2:2]
+	h["X-Forwarded-Proto"] = vals[2:3:3]
 }
 
 // dropped reports whether a client header must not reach the upstream: it folds to a
@@ -304,12 +340,37 @@ func wantsH2C(h http.Header) bool {
 	return false
 }
 
-// refuse answers a request the terminator itself turns down.
-func (t *Terminator) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+// refuse answers a request the terminator itself turns down, in the deny profile's
+// envelope.
+func (t *Terminator) refuse(w http.ResponseWriter, r *http.Request, a authz.Answer) {
 	stopReading(w, r)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, `{"error":"`+msg+`"}`)
+	d := t.answers[a]
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	if len(h["X-Request-Id"]) == 0 { // the check's, when it allowed the request
+		h["X-Request-Id"] = []string{authz.NewRequestID()}
+	}
+	if d.RetryAfter != "" {
+		h["Retry-After"] = []string{d.RetryAfter}
+	}
+	w.WriteHeader(d.Status)
+	_, _ = io.WriteString(w, d.Body)
+}
+
+// proxyError answers an allowed request the upstream did not answer: a 502 in the
+// deny profile's envelope, or nothing when the client is gone.
+func (t *Terminator) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return
+	}
+	t.cfg.Logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream unavailable", slog.String("error", err.Error()))
+	h := w.Header()
+	for k := range h { // the client headers the check added for a success
+		if k != "X-Request-Id" {
+			delete(h, k)
+		}
+	}
+	t.refuse(w, r, authz.AnswerBadGateway)
 }
 
 // stopReading makes an HTTP/1 server give up the rest of a request body at once before
@@ -326,25 +387,55 @@ func hasBody(r *http.Request) bool {
 	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
+// setHeaders sets each header of opts in h, replacing any of that name; the values
+// share one allocation.
 func setHeaders(h http.Header, opts []*corev3.HeaderValueOption) {
-	for _, o := range opts {
-		h.Set(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+	if len(opts) == 0 {
+		return
 	}
+	vals := make([]string, len(opts))
+	for i, o := range opts {
+		vals[i] = o.GetHeader().GetValue()
+		h[canonicalName(o.GetHeader().GetKey())] = vals[i : i+1 : i+1]
+	}
+}
+
+// canonicalNames are the canonical forms of the headers a Check sets, so that setting
+// them does not allocate.
+var canonicalNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"x-api-key-id", "x-api-key-name", "x-api-key-scopes", "x-request-id",
+		"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "content-type",
+		"www-authenticate", "retry-after"} {
+		m[n] = http.CanonicalHeaderKey(n)
+	}
+	return m
+}()
+
+func canonicalName(k string) string {
+	if c, ok := canonicalNames[k]; ok {
+		return c
+	}
+	return http.CanonicalHeaderKey(k)
 }
 
 // checkRequest builds the CheckRequest Envoy would send for r: the connection's client
 // certificate as URL-escaped PEM, the headers (lower case, repeated ones joined), and,
 // when the check needs it, the body up to MaxBody, read within BodyTimeout. It puts the
 // body back for the upstream.
-func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, peer *peerInfo) (*authv3.CheckRequest, error) {
-	path := r.URL.RequestURI()
-	headers := make(map[string]string, len(r.Header)+5)
+func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, path string, peer *peerInfo) (*authv3.CheckRequest, error) {
+	headers := make(map[string]string, len(r.Header)+4)
 	for k, v := range r.Header {
-		headers[lowerName(k)] = strings.Join(v, ",")
+		if len(v) == 1 {
+			headers[lowerName(k)] = v[0]
+		} else {
+			headers[lowerName(k)] = strings.Join(v, ",")
+		}
 	}
 	headers[":method"], headers[":path"], headers[":authority"], headers[":scheme"] = r.Method, path, r.Host, "https"
-	h := &authv3.AttributeContext_HttpRequest{Method: r.Method, Path: path, Host: r.Host,
-		Scheme: "https", Protocol: r.Proto, Headers: headers, Size: r.ContentLength}
+	m := new(checkMessages)
+	h := &m.http
+	h.Method, h.Path, h.Host, h.Scheme, h.Protocol, h.Headers, h.Size = r.Method, path, r.Host, "https", r.Proto, headers, r.ContentLength
 	if hasBody(r) && t.needsBody(r.Method, r.Host, path, r.Header.Get("Content-Type")) {
 		buf, err := t.readBody(w, r)
 		if err != nil {
@@ -358,19 +449,35 @@ func (t *Terminator) checkRequest(w http.ResponseWriter, r *http.Request, peer *
 		}
 		h.RawBody = buf
 	}
-	src := &authv3.AttributeContext_Peer{}
+	src := &m.source
 	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		p, _ := strconv.ParseUint(port, 10, 16)
-		src.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}
+		m.port.PortValue = uint32(p)
+		m.socket.Address, m.socket.PortSpecifier = host, &m.port
+		m.sockAddr.SocketAddress = &m.socket
+		m.addr.Address = &m.sockAddr
+		src.Address = &m.addr
 	}
 	if peer != nil {
 		src.Certificate = peer.escapedPEM
 	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:  src,
-		Request: &authv3.AttributeContext_Request{Http: h},
-	}}, nil
+	m.request.Http = h
+	m.attrs.Source, m.attrs.Request = src, &m.request
+	m.check.Attributes = &m.attrs
+	return &m.check, nil
+}
+
+// checkMessages are the messages of one CheckRequest, allocated together.
+type checkMessages struct {
+	check    authv3.CheckRequest
+	attrs    authv3.AttributeContext
+	request  authv3.AttributeContext_Request
+	http     authv3.AttributeContext_HttpRequest
+	source   authv3.AttributeContext_Peer
+	addr     corev3.Address
+	sockAddr corev3.Address_SocketAddress
+	socket   corev3.SocketAddress
+	port     corev3.SocketAddress_PortValue
 }
 
 func (t *Terminator) needsBody(method, host, path, contentType string) bool {
@@ -434,7 +541,7 @@ func (t *Terminator) peer(r *http.Request) *peerInfo {
 		return p
 	}
 	p := &peerInfo{escapedPEM: escapePEM(c.Raw)}
-	p.xfcc = xfcc(c, p.escapedPEM)
+	p.xfcc = []string{xfcc(c, p.escapedPEM)}
 	t.peers.Add(c, p)
 	return p
 }

@@ -300,7 +300,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 		if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
 			return fmt.Errorf("terminate.upstream %q: want an http:// or https:// URL", cfg.Terminate.Upstream)
 		}
-		term = terminator.New(terminator.Config{Upstream: up, Checker: authzServer, MaxBody: cfg.Terminate.MaxBody, Logger: log})
+		term = terminator.New(terminator.Config{Upstream: up, Checker: authzServer, MaxBody: cfg.Terminate.MaxBody, Profile: p, Logger: log})
 	}
 	for _, l := range []struct {
 		name, metric, addr string

@@ -8,6 +8,17 @@
 //
 //	go run ./scripts/benchtls -rounds 2 -duration 3s
 //
+// With -profile PREFIX it also writes PREFIX.cpu and PREFIX.allocs: a CPU profile and
+// the allocations of keygate serve during one more keep-alive run, and PREFIX.trace, a
+// one-second execution trace under the same load (the binary is then built with -tags
+// benchprofile, whose profiler listens on loopback only).
+//
+// Two more servers give the floor for a Go terminator, each this program in another
+// process: go-proxy is Go's crypto/tls and net/http with httputil.ReverseProxy and the
+// same upstream pool as keygate, and nothing else (no check, no header rules);
+// go-direct is the same TLS server answering the upstream's body itself, with no
+// upstream at all.
+//
 // It needs Debian's nginx-light (apt-get install nginx-light) and Vault (scripts/vault-build.sh).
 package main
 
@@ -28,6 +39,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +58,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 6 && os.Args[1] == "-go-proxy" {
+		goProxy(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtls:", err)
 		os.Exit(1)
@@ -60,6 +77,9 @@ func run() error {
 	rounds := flag.Int("rounds", 2, "alternated rounds per mode")
 	duration := flag.Duration("duration", 3*time.Second, "length of one measurement")
 	workers := flag.Int("workers", 16, "concurrent clients")
+	serverEnv := flag.String("server-env", "", "NAME=VALUE[,NAME=VALUE] added to the environment of keygate, go-proxy and go-direct (GOMAXPROCS=1, GOGC=200)")
+	baseline := flag.String("baseline", "", "a keygate binary (another build) to measure beside this one, as keygate-base")
+	profile := flag.String("profile", "", "write PREFIX.cpu and PREFIX.allocs: keygate's CPU and allocation profiles under keep-alive load")
 	flag.Parse()
 	if *duration > 10*time.Second || *rounds > 5 {
 		return errors.New("keep it short: -duration at most 10s, -rounds at most 5")
@@ -80,11 +100,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"mx4-atlas-core","object":"model"}]}`)
-	})}
+	upstream := &http.Server{Handler: http.HandlerFunc(answerModels)}
 	ul, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -103,7 +119,13 @@ func run() error {
 		return err
 	}
 	bin := filepath.Join(dir, "keygate")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/keygate").CombinedOutput(); err != nil {
+	build := []string{"build", "-o", bin}
+	pprofAddr := ""
+	if *profile != "" {
+		build = append(build, "-tags", "benchprofile")
+		pprofAddr = loadtest.FreeAddr()
+	}
+	if out, err := exec.Command("go", append(build, "./cmd/keygate")...).CombinedOutput(); err != nil {
 		return fmt.Errorf("build keygate (run from the repository root): %v\n%s", err, out)
 	}
 
@@ -115,13 +137,33 @@ func run() error {
 	}
 	kg := exec.Command(bin, "serve", "--config", cfg, "--grpc-addr", loadtest.FreeAddr(), "--http-addr", "", "--admin-addr", "",
 		"--terminate", kgAddr, "--upstream", "http://"+upAddr)
-	kg.Env = append(os.Environ(), v.Env()...)
+	var extraEnv []string
+	if *serverEnv != "" {
+		extraEnv = strings.Split(*serverEnv, ",")
+	}
+	kg.Env = append(append(os.Environ(), v.Env()...), extraEnv...)
+	if pprofAddr != "" {
+		kg.Env = append(kg.Env, "KEYGATE_BENCH_PPROF="+pprofAddr)
+	}
 	kg.Stderr = os.Stderr
 	kg.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := kg.Start(); err != nil {
 		return err
 	}
 	defer func() { _ = kg.Process.Signal(syscall.SIGTERM); _ = kg.Wait() }()
+	var base *exec.Cmd
+	baseAddr := loadtest.FreeAddr()
+	if *baseline != "" {
+		base = exec.Command(*baseline, "serve", "--config", cfg, "--grpc-addr", loadtest.FreeAddr(), "--http-addr", "", "--admin-addr", "",
+			"--terminate", baseAddr, "--upstream", "http://"+upAddr)
+		base.Env = append(append(os.Environ(), v.Env()...), extraEnv...)
+		base.Stderr = os.Stderr
+		base.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := base.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = base.Process.Signal(syscall.SIGTERM); _ = base.Wait() }()
+	}
 
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, []byte(nginxConf(dir, ngAddr, upAddr, pki)), 0o600); err != nil {
@@ -135,7 +177,33 @@ func run() error {
 	}
 	defer func() { _ = ng.Process.Signal(syscall.SIGQUIT); _ = ng.Wait() }()
 
-	for name, addr := range map[string]string{"keygate": kgAddr, "nginx": ngAddr} {
+	gpAddr := loadtest.FreeAddr()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	gdAddr := loadtest.FreeAddr()
+	var gp, gd *exec.Cmd
+	for _, c := range []struct {
+		cmd            **exec.Cmd
+		addr, upstream string
+	}{{&gp, gpAddr, "http://" + upAddr}, {&gd, gdAddr, "direct"}} {
+		cmd := exec.Command(self, "-go-proxy", c.addr, c.upstream, pki.serverCert+","+pki.serverKey, pki.caFile)
+		cmd.Env = append(os.Environ(), extraEnv...)
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		*c.cmd = cmd
+	}
+
+	ready := map[string]string{"keygate": kgAddr, "nginx": ngAddr, "go-proxy": gpAddr, "go-direct": gdAddr}
+	if base != nil {
+		ready["keygate-base"] = baseAddr
+	}
+	for name, addr := range ready {
 		if err := waitOK(pki, addr, key); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -143,10 +211,20 @@ func run() error {
 
 	fmt.Printf("benchtls: %s, %d CPUs, %s; %d workers, %d rounds of %v per server and mode, HTTP/1.1 over TLS 1.3 (ECDSA P-256)\n",
 		cpuModel(), numCPU(), goVersion(), *workers, *rounds, *duration)
+	if len(extraEnv) > 0 {
+		fmt.Printf("keygate, go-proxy and go-direct run with %s\n", strings.Join(extraEnv, " "))
+	}
 	servers := []struct {
 		name, addr string
 		pid        int
-	}{{"keygate", kgAddr, kg.Process.Pid}, {"nginx", ngAddr, ng.Process.Pid}}
+	}{{"keygate", kgAddr, kg.Process.Pid}, {"nginx", ngAddr, ng.Process.Pid}, {"go-proxy", gpAddr, gp.Process.Pid},
+		{"go-direct", gdAddr, gd.Process.Pid}}
+	if base != nil {
+		servers = append(servers, struct {
+			name, addr string
+			pid        int
+		}{"keygate-base", baseAddr, base.Process.Pid})
+	}
 	for _, fresh := range []bool{false, true} {
 		mode := "keep-alive"
 		if fresh {
@@ -161,15 +239,82 @@ func run() error {
 					return err
 				}
 				res[s.name] = append(res[s.name], out)
-				fmt.Printf("  %-26s round %d %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req  errors %d\n",
+				fmt.Printf("  %-26s round %d %-12s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req  errors %d\n",
 					mode, r+1, s.name, out.rps, out.p50, out.p99, out.cpuPerReq, out.errors)
 			}
 		}
-		k, n := medians(res["keygate"]), medians(res["nginx"])
-		fmt.Printf("%s medians: keygate %.0f req/s (p99 %.2f ms, %.1f µs CPU/req); nginx %.0f req/s (p99 %.2f ms, %.1f µs CPU/req)\n",
-			mode, k.rps, k.p99, k.cpuPerReq, n.rps, n.p99, n.cpuPerReq)
-		fmt.Printf("%s ratios keygate/nginx: req/s %.2f, CPU/req %.2f, p99 %.2f\n\n", mode, k.rps/n.rps, k.cpuPerReq/n.cpuPerReq, k.p99/n.p99)
+		k, n, g, gd := medians(res["keygate"]), medians(res["nginx"]), medians(res["go-proxy"]), medians(res["go-direct"])
+		for _, m := range []struct {
+			name string
+			r    result
+		}{{"keygate", k}, {"nginx", n}, {"go-proxy", g}, {"go-direct", gd}, {"keygate-base", medians(res["keygate-base"])}} {
+			if m.r.rps == 0 {
+				continue
+			}
+			fmt.Printf("%s median %-12s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f µs/req\n", mode, m.name, m.r.rps, m.r.p50, m.r.p99, m.r.cpuPerReq)
+		}
+		fmt.Printf("%s ratios keygate/nginx: req/s %.2f, CPU/req %.2f, p99 %.2f\n", mode, k.rps/n.rps, k.cpuPerReq/n.cpuPerReq, k.p99/n.p99)
+		fmt.Printf("%s ratios go-proxy/nginx: req/s %.2f, CPU/req %.2f; keygate/go-proxy: req/s %.2f, CPU/req %.2f; go-direct/nginx: CPU/req %.2f\n\n",
+			mode, g.rps/n.rps, g.cpuPerReq/n.cpuPerReq, k.rps/g.rps, k.cpuPerReq/g.cpuPerReq, gd.cpuPerReq/n.cpuPerReq)
 	}
+	if *profile != "" {
+		return profileRun(pki, kgAddr, key, kg.Process.Pid, pprofAddr, *profile, *workers, *duration)
+	}
+	return nil
+}
+
+// profileRun takes keygate's CPU profile during one keep-alive load run, and its
+// allocations over the same run (the allocs profile before and after, as a base and a
+// profile for go tool pprof -base).
+func profileRun(pki *pki, addr, key string, pid int, pprofAddr, prefix string, workers int, d time.Duration) error {
+	get := func(path, file string) error {
+		resp, err := http.Get("http://" + pprofAddr + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s: status %d", path, resp.StatusCode)
+		}
+		out, err := os.Create(file)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, resp.Body); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	}
+	if err := get("/debug/pprof/allocs", prefix+".allocs-base"); err != nil {
+		return err
+	}
+	cpu := make(chan error, 1)
+	go func() {
+		cpu <- get(fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds())-1)), prefix+".cpu")
+	}()
+	res, err := load(pki, addr, key, pid, workers, d, false)
+	if err != nil {
+		return err
+	}
+	if err := <-cpu; err != nil {
+		return err
+	}
+	if err := get("/debug/pprof/allocs", prefix+".allocs"); err != nil {
+		return err
+	}
+	// An execution trace of one second more under load: where requests wait
+	// (go tool trace -pprof=sync|net|sched PREFIX.trace).
+	tr := make(chan error, 1)
+	go func() { tr <- get("/debug/pprof/trace?seconds=1", prefix+".trace") }()
+	if _, err := load(pki, addr, key, pid, workers, 2*time.Second, false); err != nil {
+		return err
+	}
+	if err := <-tr; err != nil {
+		return err
+	}
+	fmt.Printf("profiled keep-alive run: %.0f req/s, %.1f µs CPU/req, %d requests\n", res.rps, res.cpuPerReq, int64(res.rps*d.Seconds()))
+	fmt.Printf("  go tool pprof -top %[1]s.cpu\n  go tool pprof -sample_index=alloc_space -base %[1]s.allocs-base -top %[1]s.allocs\n  go tool trace -pprof=sync %[1]s.trace\n", prefix)
 	return nil
 }
 
@@ -223,6 +368,9 @@ func load(pki *pki, addr, key string, pid, workers int, d time.Duration, fresh b
 }
 
 func medians(rs []result) result {
+	if len(rs) == 0 {
+		return result{}
+	}
 	m := func(f func(result) float64) float64 {
 		v := make([]float64, len(rs))
 		for i, r := range rs {
@@ -414,4 +562,50 @@ func numCPU() int {
 func goVersion() string {
 	out, _ := exec.Command("go", "env", "GOVERSION").Output()
 	return strings.TrimSpace(string(out))
+}
+
+// goProxy serves a floor for a Go terminator on addr: TLS requiring a client
+// certificate from caFile, and httputil.ReverseProxy to upstream over a keep-alive pool
+// like keygate's, or, when upstream is "direct", the upstream's answer written by the
+// handler itself. certKey is "certfile,keyfile". It runs until killed.
+func goProxy(addr, upstream, certKey, caFile string) {
+	certFile, keyFile, _ := strings.Cut(certKey, ",")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		panic(err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		panic(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	up, err := url.Parse(upstream)
+	if err != nil {
+		panic(err)
+	}
+	var handler http.Handler = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(up); pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
+		Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second},
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		panic(err)
+	}
+	if upstream == "direct" {
+		handler = http.HandlerFunc(answerModels)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: &tls.Config{
+		Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert,
+		MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384}}} // as keygate's listeners
+	panic(srv.ServeTLS(ln, "", ""))
+}
+
+// answerModels is the upstream's answer.
+func answerModels(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"mx4-atlas-core","object":"model"}]}`)
 }
