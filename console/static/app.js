@@ -551,10 +551,15 @@
 
   function unusedPage() {
     view('Unused keys');
-    main.appendChild(el('p', { text: 'Live keys not used for the chosen time (never-used keys count from their creation).' }));
-    var sel = el('select', { id: 'unused-for', onchange: function () { unusedFor = sel.value; load(); } },
-      ['1d', '7d', '30d', '90d', '365d'].map(function (d) { return el('option', { value: d, text: d, selected: d === unusedFor }); }));
-    main.appendChild(el('div', { class: 'field' }, el('label', { for: 'unused-for', text: 'Unused for' }), sel));
+    main.appendChild(el('p', { text: 'Live keys nobody has used for this long (counting from their creation when never used): ' +
+      'candidates to revoke.' }));
+    var idle = el('input', { type: 'text', autocomplete: 'off', value: unusedFor, size: '8', placeholder: '30d' });
+    main.appendChild(el('form', { id: 'unused-filter', class: 'card row', autocomplete: 'off', onsubmit: function (ev) {
+      ev.preventDefault();
+      unusedFor = idle.value.trim() || '30d';
+      load();
+    } }, field('unused-for', 'Unused for', idle, 'A duration such as 30d or 12h'),
+    el('button', { type: 'submit', id: 'unused-apply', text: 'Show' })));
     var box = el('div', { id: 'unused-list' });
     main.appendChild(box);
     function load() {
