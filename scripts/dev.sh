@@ -188,6 +188,7 @@ keygate $version: dev demo
                        trial       models:read, plan demo-trial (2 requests/minute)
                        admin       admin
   curl settings      $dev/curl.conf (the CA, the client certificate)
+  operator console   http://127.0.0.1:$admin_port/console/  (sign in with the key in $keys/admin, after "Bearer ")
 
 Try it from another terminal, in $(pwd):
 

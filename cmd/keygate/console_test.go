@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -279,6 +279,9 @@ policy:
 	docs := os.Getenv("KEYGATE_DOCS_IMG")
 	shot := func(name string, forDocs bool) {
 		t.Helper()
+		if forDocs {
+			eval(`document.getElementById('status').textContent = ''`, nil) // a passing notice
+		}
 		time.Sleep(100 * time.Millisecond) // let the focus ring and layout settle
 		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 		if err != nil {
