@@ -337,6 +337,9 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	now := c.cfg.Now()
 	x := &session{keyID: rec.ID, owner: rec.Owner, admin: slices.Contains(rec.Scopes, admin.ScopeAdmin),
 		cert: rec.Kind == authz.KindCertificate, csrf: token()}
+	if v, ok := cookie(r); ok {
+		c.sessions.remove(v) // this browser's previous session, if any
+	}
 	id, err := c.sessions.add(x, now)
 	if err != nil {
 		refuse(http.StatusServiceUnavailable, "TOO_MANY_SESSIONS", err.Error())

@@ -745,11 +745,33 @@ policy:
 
 	// No CSP violation, no script error, at any point.
 	consoleMu.Lock()
-	defer consoleMu.Unlock()
 	for _, l := range consoleLines {
 		if strings.Contains(l, "Content Security Policy") || strings.HasPrefix(l, "exception") {
 			t.Errorf("the page's console: %s", l)
 		}
+	}
+	consoleMu.Unlock()
+	// The policy is enforced, and its violations would have been seen: an inline script
+	// is refused and reported.
+	eval(`(function(){window.ran = false; var s = document.createElement('script'); s.textContent = 'window.ran = true';
+		document.body.appendChild(s); return true})()`, nil)
+	var ran bool
+	eval(`window.ran`, &ran)
+	if ran {
+		t.Error("an inline script ran despite the CSP")
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		consoleMu.Lock()
+		seen := slices.ContainsFunc(consoleLines, func(l string) bool { return strings.Contains(l, "Content Security Policy") })
+		consoleMu.Unlock()
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an inline script's CSP violation was not reported on the page's console")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// No key in a log line.
 	all := logs.String() + string(auditLog)
