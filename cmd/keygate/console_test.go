@@ -476,6 +476,13 @@ policy:
 	}
 	waitFor("the old key rotating", `document.querySelector('tr[data-id="`+createdID+`"] .status').textContent === 'rotating'`)
 	newID := old.ReplacedBy
+	// Done takes the key off the page.
+	click("#dismiss-key")
+	waitFor("the reveal gone", `!document.querySelector('#revealed-key')`)
+	eval(`document.documentElement.outerHTML`, &pageHTML)
+	if strings.Contains(pageHTML, successor) {
+		t.Fatal("the successor stayed in the page after Done")
+	}
 
 	// Change scopes (admin).
 	click(`tr[data-id="` + newID + `"] button[data-action=scopes]`)
