@@ -553,6 +553,19 @@ policy:
 		t.Errorf("the volume chart's bars add up to %d, want 10", volume)
 	}
 	shot("usage", true)
+	// The API answer behind the model chart, for the documentation: fetched with the
+	// session, shown as text.
+	eval(`fetch('/console/session').then(function(r){return r.json()}).then(function(s){
+		return fetch('/api-keys/`+app.ID+`/usage?by=model', {headers: {'X-CSRF-Token': s.csrf_token}})}).then(function(r){return r.json()}).then(function(u){
+		var m = document.getElementById('main'); m.textContent = '';
+		var h = document.createElement('h1'); h.textContent = 'GET /api-keys/' + u.key_id + '/usage?by=model';
+		var p = document.createElement('pre'); p.textContent = JSON.stringify(u, null, 2);
+		m.appendChild(h); m.appendChild(p); return true})`, nil)
+	waitFor("the usage answer", `document.querySelector('pre')`)
+	if got := text("pre"); !strings.Contains(got, `"total": 10`) || !strings.Contains(got, `"model": "gpt-4o"`) {
+		t.Errorf("the usage answer: %s", got)
+	}
+	shot("usage-api", true)
 
 	// The unused-keys report, and a revoke from it: with a window shorter than the idle
 	// key's age and longer than the app key's last use (flushed every second).
