@@ -69,6 +69,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzUsageQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseID$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./console/
 	$(GO) test -run '^$$' -fuzz '^FuzzCSRFMatches$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./console/
+	$(GO) test -run '^$$' -fuzz '^FuzzPoints$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./usage/
 
 ## screenshots: refresh docs/img/console-*.png (1200x800) from the console's browser test (needs chromium)
 screenshots: vault deps
@@ -87,9 +88,9 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## dev: the mTLS demo on loopback: Vault dev server, private CA, demo keys, keygate, terminator, echo upstream
+## dev: the mTLS demo on loopback: Vault dev server, private CA, demo keys, keygate, terminator, echo upstream (USAGE=postgres: usage in PostgreSQL)
 dev:
-	VERSION=$(VERSION) scripts/dev.sh
+	VERSION=$(VERSION) KEYGATE_DEV_USAGE=$(or $(USAGE),$(KEYGATE_DEV_USAGE),sqlite) scripts/dev.sh
 
 ## demo: the same as dev
 demo: dev

@@ -8,6 +8,14 @@
 # 0600). No secret is ever on a command line: Vault reads its root token from
 # VAULT_DEV_ROOT_TOKEN_ID, keygate from VAULT_TOKEN, curl its headers from files.
 # Ctrl-C stops everything. Ports: KEYGATE_DEV_{VAULT,GRPC,HTTP,ADMIN,TERMINATE,ECHO}_PORT.
+#
+# Usage analytics are on: KEYGATE_DEV_USAGE (make dev USAGE=…) is sqlite (the default: a
+# file in the state directory) or postgres: a PostgreSQL cluster of Debian's packages
+# (/usr/lib/postgresql/*/bin) on 127.0.0.1 (KEYGATE_DEV_POSTGRES_PORT, default the first
+# free port from 5433), no unix socket, password authentication with a generated
+# password that only files hold (0600). It lives in .dev/postgres and is kept across
+# runs; as root (PostgreSQL refuses to run as root) it runs as the postgres user in a
+# temporary directory removed on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 umask 077
@@ -19,10 +27,16 @@ http_port=${KEYGATE_DEV_HTTP_PORT:-9002}
 admin_port=${KEYGATE_DEV_ADMIN_PORT:-9003}
 term_port=${KEYGATE_DEV_TERMINATE_PORT:-8443}
 echo_port=${KEYGATE_DEV_ECHO_PORT:-3000}
+usage=${KEYGATE_DEV_USAGE:-sqlite}
 version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 
 say() { echo "dev: $*" >&2; }
 die() { say "$*"; exit 1; }
+
+case $usage in
+  sqlite | postgres) ;;
+  *) die "KEYGATE_DEV_USAGE (make dev USAGE=…) is \"$usage\": want sqlite or postgres" ;;
+esac
 
 mkdir -p "$dev"
 chmod 0700 "$dev"
@@ -46,13 +60,36 @@ for p in "vault:$vault_port:KEYGATE_DEV_VAULT_PORT" "grpc:$grpc_port:KEYGATE_DEV
   fi
 done
 
+# A free loopback port for PostgreSQL, unless one is given.
+if [ "$usage" = postgres ]; then
+  pg_port=${KEYGATE_DEV_POSTGRES_PORT:-}
+  if [ -z "$pg_port" ]; then
+    for p in $(seq 5433 5532); do
+      if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then pg_port=$p; break; fi
+    done
+    [ -n "$pg_port" ] || die "no free port from 5433 to 5532 for PostgreSQL: set KEYGATE_DEV_POSTGRES_PORT"
+  elif (exec 3<>"/dev/tcp/127.0.0.1/$pg_port") 2>/dev/null; then
+    die "port $pg_port (postgres) on 127.0.0.1 is already in use. Pick another with KEYGATE_DEV_POSTGRES_PORT=…"
+  fi
+fi
+
 pids=()
+pg_pid=
+pg_tmp=
 stop() {
   trap - INT TERM EXIT
-  # Newest first: keygate, then the echo server, then Vault.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Newest first: keygate, then the echo server, then Vault; PostgreSQL (in its own
+  # session, out of Ctrl-C's reach) once keygate's last usage flush is in.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    [ "${pids[i]}" = "$pg_pid" ] || kill -TERM "${pids[i]}" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do [ "$pid" = "$pg_pid" ] || wait "$pid" 2>/dev/null || true; done
+  if [ -n "$pg_pid" ]; then
+    kill -INT "$pg_pid" 2>/dev/null || true # a fast shutdown
+    wait "$pg_pid" 2>/dev/null || true
+  fi
   rm -f "$dev/pid" "$dev/vault.env"
+  if [ -n "$pg_tmp" ]; then rm -rf "$pg_tmp"; fi
 }
 trap 'stop; exit 130' INT
 trap 'stop; exit 143' TERM
@@ -82,6 +119,55 @@ if [ ! -f "$tls/ca.pem" ]; then
 fi
 chmod 0600 "$tls"/*.pem
 
+# The usage store: a SQLite file, or a PostgreSQL cluster started here.
+if [ "$usage" = postgres ]; then
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && [ -x "$pg_bin/postgres" ] ||
+    die "USAGE=postgres needs Debian's postgresql package (initdb and postgres in /usr/lib/postgresql/*/bin): apt-get install postgresql"
+  pgdata="$dev/postgres"
+  as_pg=()
+  if [ "$(id -u)" = 0 ]; then
+    # PostgreSQL refuses root, and the postgres user cannot enter the 0700 state directory.
+    pg_tmp=$(mktemp -d /tmp/keygate-dev-pg.XXXXXX)
+    chown postgres: "$pg_tmp"
+    pgdata="$pg_tmp/data"
+    as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  fi
+  if [ ! -f "$dev/postgres.password" ] || [ ! -f "$pgdata/PG_VERSION" ]; then
+    say "making a PostgreSQL cluster in $pgdata (initdb)"
+    od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$dev/postgres.password"
+    pwfile="$dev/postgres.password"
+    if [ -n "$pg_tmp" ]; then
+      pwfile="$pg_tmp/password"
+      install -m 0600 -o postgres "$dev/postgres.password" "$pwfile"
+    fi
+    rm -rf "$pgdata"
+    "${as_pg[@]}" "$pg_bin/initdb" -D "$pgdata" --username=keygate --pwfile="$pwfile" --auth=scram-sha-256 \
+      --encoding=UTF8 --locale=C --no-sync >"$dev/postgres-init.log" 2>&1 ||
+      { cat "$dev/postgres-init.log" >&2; die "initdb failed"; }
+    if [ -n "$pg_tmp" ]; then rm -f "$pwfile"; fi
+  fi
+  say "starting PostgreSQL on 127.0.0.1:$pg_port (log: $dev/postgres.log)"
+  # Loopback TCP only: no unix socket. Its stderr goes through this script (root can
+  # write $dev; the postgres user could not).
+  start setsid "${as_pg[@]}" "$pg_bin/postgres" -D "$pgdata" -p "$pg_port" -h 127.0.0.1 \
+    -c unix_socket_directories= -c synchronous_commit=off >"$dev/postgres.log" 2>&1
+  pg_pid=${pids[-1]}
+  for _ in $(seq 100); do
+    "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break
+    kill -0 "$pg_pid" 2>/dev/null || { cat "$dev/postgres.log" >&2; die "PostgreSQL did not start"; }
+    sleep 0.1
+  done
+  "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" || { cat "$dev/postgres.log" >&2; die "PostgreSQL is not answering on 127.0.0.1:$pg_port"; }
+  # The DSN, password included, only in a file.
+  printf 'postgres://keygate:%s@127.0.0.1:%s/postgres?sslmode=disable\n' "$(cat "$dev/postgres.password")" "$pg_port" >"$dev/usage-dsn"
+  usage_yaml="usage: {store: postgres, postgres_dsn_file: $dev/usage-dsn, flush: 2s}"
+  usage_where="PostgreSQL 127.0.0.1:$pg_port ($pgdata)"
+else
+  usage_yaml="usage: {store: sqlite, sqlite_path: $dev/usage.db, flush: 2s}"
+  usage_where="SQLite $dev/usage.db"
+fi
+
 cat >"$dev/keygate.yaml" <<YAML
 # Written by scripts/dev.sh. Vault's address and token come from VAULT_ADDR and VAULT_TOKEN.
 grpc_addr: 127.0.0.1:$grpc_port
@@ -94,6 +180,7 @@ audit_log: $dev/audit.log
 usage_flush: 10s
 shutdown_grace: 5s
 vault: {mount: secret, path: keygate, lookup_timeout: 150ms}
+$usage_yaml
 tls:
   grpc:                          # Envoy -> keygate: mTLS, as envoy/configs/sidecar-mtls.yaml
     cert_file: $tls/keygate.pem
@@ -120,10 +207,11 @@ say "starting a Vault dev server on $VAULT_ADDR (log: $dev/vault.log)"
 # The root token goes through the environment, never the command line.
 VAULT_DEV_ROOT_TOKEN_ID="$token" start "$vault_bin" server -dev -dev-listen-address "127.0.0.1:$vault_port" \
   -dev-no-store-token >"$dev/vault.log" 2>&1
+vault_pid=${pids[-1]}
 export VAULT_TOKEN="$token"
 for _ in $(seq 100); do
   curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null 2>&1 && break
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$dev/vault.log" >&2; die "Vault did not start"; }
+  kill -0 "$vault_pid" 2>/dev/null || { cat "$dev/vault.log" >&2; die "Vault did not start"; }
   sleep 0.1
 done
 curl -fsS "$VAULT_ADDR/v1/sys/health" >/dev/null 2>&1 || { cat "$dev/vault.log" >&2; die "Vault is not answering on $VAULT_ADDR"; }
@@ -188,6 +276,7 @@ keygate $version: dev demo
                        trial       models:read, plan demo-trial (2 requests/minute)
                        admin       admin
   curl settings      $dev/curl.conf (the CA, the client certificate)
+  usage analytics    $usage_where, flushed every 2s
   operator console   http://127.0.0.1:$admin_port/console/  (sign in with the key in $keys/admin, after "Bearer ")
 
 Try it from another terminal, in $(pwd):
@@ -214,9 +303,11 @@ Manage keys:
   bin/keygate keys list --config $dev/keygate.yaml
   bin/keygate keys revoke $full_id --config $dev/keygate.yaml
   curl -s -H @$keys/admin http://127.0.0.1:$admin_port/api-keys
+# usage: the full key's checks by outcome, today (counts appear within 2s)
+  curl -s -H @$keys/admin 'http://127.0.0.1:$admin_port/api-keys/$full_id/usage?by=outcome'
 Put Envoy in front instead: envoy/configs/sidecar-mtls.yaml, with the files of docs/envoy.md.
 
-Ctrl-C stops keygate, the echo server and Vault.
+Ctrl-C stops keygate, the echo server$([ "$usage" = postgres ] && echo ", PostgreSQL") and Vault.
 MSG
 
 # Wait for keygate; Ctrl-C (or a stopped keygate) ends the demo.

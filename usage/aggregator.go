@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -19,7 +20,8 @@ import (
 	"github.com/keygate/keygate/authz"
 )
 
-// Writer is what an Aggregator needs from a store; *SQLStore is one.
+// Writer is what an Aggregator needs from a store; *SQLStore is one, and *Exporter
+// (whose Maintain does nothing) another.
 type Writer interface {
 	Write(ctx context.Context, batches []Batch) error
 	Maintain(ctx context.Context, now time.Time, rollupAfter, retention time.Duration) error
@@ -48,10 +50,13 @@ type Options struct {
 	// MaxPending bounds the failed batches kept for the next flush; when one more fails
 	// the oldest is dropped (and its counts counted as dropped). Default 60.
 	MaxPending int
-	// ReplicaID names this process in batch ids; "" makes one from the host name, the
-	// process id and random bytes, unique per start.
+	// ReplicaID names this process in batch ids; "" makes one (NewReplicaID).
 	ReplicaID string
-	Logger    *slog.Logger // nil discards
+	// Export, when set, is a second destination of every batch (an *Exporter), with its
+	// own queue of failed batches (bounded by MaxPending), retried with the next flush
+	// independently of the store's, so a failure of one never writes the other twice.
+	Export Writer
+	Logger *slog.Logger // nil discards
 }
 
 // numShards spreads concurrent Counts over independent locks.
@@ -80,28 +85,40 @@ type shard struct {
 	_     [40]byte // keeps neighbouring shards' locks off one cache line
 }
 
-// Aggregator counts checks in memory and writes them to a store every flush interval.
-// Count is safe for concurrent use and never waits on the store.
+// destination is where batches go (the store, the export), with its failed batches.
+type destination struct {
+	name    string // "store" or "export", in logs
+	w       Writer
+	pending []Batch
+	writes  metric.Int64Counter // by outcome
+	dropped metric.Int64Counter // checks in failed batches dropped for newer ones
+}
+
+// Aggregator counts checks in memory and writes them to a store, an export or both,
+// every flush interval. Count is safe for concurrent use and never waits on either.
 type Aggregator struct {
-	store    Writer
+	store    Writer // nil without a store
 	opts     Options
 	seed     maphash.Seed
 	shards   [numShards]shard
 	perShard int
 
-	flushMu sync.Mutex // one flush at a time; guards the fields below
-	seq     uint64
-	pending []Batch
+	flushMu     sync.Mutex // one flush at a time; guards the fields below
+	seq         uint64
+	windowStart time.Time
+	dests       []*destination
 
 	log      *slog.Logger
-	flushes  metric.Int64Counter
 	dropped  metric.Int64Counter
 	okAttr   metric.AddOption
 	failAttr metric.AddOption
 }
 
-// NewAggregator returns an Aggregator writing to store. Its metrics go to the global
-// OTel MeterProvider: keygate.usage.flushes (by outcome) and keygate.usage.dropped.
+// NewAggregator returns an Aggregator writing to store (nil: none) and opts.Export
+// (nil: none). Its metrics go to the global OTel MeterProvider: keygate.usage.flushes
+// (store writes by outcome), keygate.usage.dropped (checks not counted, or lost from
+// the store's queue), and with an export keygate.usage.exports (by outcome) and
+// keygate.usage.export.dropped (checks lost from the export's queue).
 func NewAggregator(store Writer, opts Options) (*Aggregator, error) {
 	if opts.Flush == 0 {
 		opts.Flush = DefaultFlush
@@ -125,7 +142,7 @@ func NewAggregator(store Writer, opts Options) (*Aggregator, error) {
 		opts.ReplicaID = replicaID()
 	}
 	a := &Aggregator{store: store, opts: opts, seed: maphash.MakeSeed(), log: opts.Logger,
-		perShard: max(1, opts.MaxCells/numShards)}
+		perShard: max(1, opts.MaxCells/numShards), windowStart: time.Now()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -133,9 +150,9 @@ func NewAggregator(store Writer, opts Options) (*Aggregator, error) {
 		a.shards[i].cells = map[cellKey]*cellValue{}
 	}
 	m := otel.Meter("github.com/keygate/keygate/usage")
-	var err error
-	if a.flushes, err = m.Int64Counter("keygate.usage.flushes",
-		metric.WithDescription("Usage flushes by outcome (ok, failed); a failed flush is written again with the next.")); err != nil {
+	flushes, err := m.Int64Counter("keygate.usage.flushes",
+		metric.WithDescription("Usage flushes to the store by outcome (ok, failed); a failed flush is written again with the next."))
+	if err != nil {
 		return nil, err
 	}
 	if a.dropped, err = m.Int64Counter("keygate.usage.dropped",
@@ -145,9 +162,28 @@ func NewAggregator(store Writer, opts Options) (*Aggregator, error) {
 	a.okAttr = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "ok")))
 	a.failAttr = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed")))
 	ctx := context.Background()
-	a.flushes.Add(ctx, 0, a.okAttr)
-	a.flushes.Add(ctx, 0, a.failAttr)
+	flushes.Add(ctx, 0, a.okAttr)
+	flushes.Add(ctx, 0, a.failAttr)
 	a.dropped.Add(ctx, 0)
+	if store != nil {
+		a.dests = append(a.dests, &destination{name: "store", w: store, writes: flushes, dropped: a.dropped})
+	}
+	if opts.Export != nil {
+		exports, err := m.Int64Counter("keygate.usage.exports",
+			metric.WithDescription("Usage exports over OTLP by outcome (ok, failed); a failed export is sent again with the next."))
+		if err != nil {
+			return nil, err
+		}
+		lost, err := m.Int64Counter("keygate.usage.export.dropped",
+			metric.WithDescription("Checks not exported: in a failed export batch dropped for a newer one."))
+		if err != nil {
+			return nil, err
+		}
+		exports.Add(ctx, 0, a.okAttr)
+		exports.Add(ctx, 0, a.failAttr)
+		lost.Add(ctx, 0)
+		a.dests = append(a.dests, &destination{name: "export", w: opts.Export, writes: exports, dropped: lost})
+	}
 	return a, nil
 }
 
@@ -164,6 +200,10 @@ func (o Options) validate() error {
 	}
 	return nil
 }
+
+// NewReplicaID returns a replica id unique per start: the host name, the process id
+// and random bytes.
+func NewReplicaID() string { return replicaID() }
 
 func replicaID() string {
 	host, _ := os.Hostname()
@@ -223,48 +263,78 @@ func (a *Aggregator) swap() (map[Cell]int64, int64) {
 	return out, drops
 }
 
-// Flush writes the counts since the last flush, with the batches of failed flushes, in
-// one transaction. On failure the batches are kept for the next flush.
+// Flush writes the counts since the last flush as one batch (the window from the last
+// flush to now) to each destination, in one write each with the destination's failed
+// batches. On failure a destination keeps its batches for the next flush.
 func (a *Aggregator) Flush(ctx context.Context) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
 	cells, drops := a.swap()
+	now := time.Now()
 	if len(cells) > 0 {
 		a.seq++
-		a.pending = append(a.pending, Batch{ID: fmt.Sprintf("%s-%d", a.opts.ReplicaID, a.seq), Counts: cells})
-	}
-	for len(a.pending) > a.opts.MaxPending {
-		for _, n := range a.pending[0].Counts {
-			drops += n
+		b := Batch{ID: fmt.Sprintf("%s-%d", a.opts.ReplicaID, a.seq), Start: a.windowStart, End: now, Counts: cells}
+		for _, d := range a.dests {
+			d.pending = append(d.pending, b) // shared read-only by the destinations
 		}
-		a.pending = a.pending[1:]
 	}
+	a.windowStart = now
 	if drops > 0 {
 		a.dropped.Add(ctx, drops)
 		a.log.Warn("usage counts dropped", slog.Int64("checks", drops))
 	}
-	if len(a.pending) == 0 {
+	var errs []error
+	for _, d := range a.dests {
+		if err := a.write(ctx, d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Aggregator) write(ctx context.Context, d *destination) error {
+	var lost int64
+	for len(d.pending) > a.opts.MaxPending {
+		for _, n := range d.pending[0].Counts {
+			lost += n
+		}
+		d.pending = d.pending[1:]
+	}
+	if lost > 0 {
+		d.dropped.Add(ctx, lost)
+		a.log.Warn("usage batches dropped for newer ones", slog.String("to", d.name), slog.Int64("checks", lost))
+	}
+	if len(d.pending) == 0 {
 		return nil
 	}
-	if err := a.store.Write(ctx, a.pending); err != nil {
-		a.flushes.Add(ctx, 1, a.failAttr)
-		a.log.Warn("usage flush failed; retrying with the next", slog.Int("batches", len(a.pending)), slog.Any("error", err))
+	if err := d.w.Write(ctx, d.pending); err != nil {
+		d.writes.Add(ctx, 1, a.failAttr)
+		a.log.Warn("usage flush failed; retrying with the next", slog.String("to", d.name),
+			slog.Int("batches", len(d.pending)), slog.Any("error", err))
 		return err
 	}
-	a.flushes.Add(ctx, 1, a.okAttr)
-	a.pending = nil
+	d.writes.Add(ctx, 1, a.okAttr)
+	d.pending = nil
 	return nil
 }
 
-// Pending returns how many failed batches wait for the next flush.
+// Pending returns how many failed batches wait for the next flush, over the store and
+// the export.
 func (a *Aggregator) Pending() int {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
-	return len(a.pending)
+	n := 0
+	for _, d := range a.dests {
+		n += len(d.pending)
+	}
+	return n
 }
 
 // Maintain rolls up and applies the retention now.
 func (a *Aggregator) Maintain(ctx context.Context) error {
+	if a.store == nil {
+		return nil
+	}
 	return a.store.Maintain(ctx, time.Now(), a.opts.RollupAfter, a.opts.Retention)
 }
 

@@ -12,4 +12,8 @@
 //
 // Minute rows are rolled up into hour rows after a configurable age, and both are
 // deleted after the retention; Store.Maintain does both in one transaction.
+//
+// An Exporter sends the same batches over OTLP/gRPC as the delta sum keygate.usage.checks,
+// as a second destination (Options.Export) or the only one, with its own queue of failed
+// batches: at least once, since OTLP has no request id a receiver could deduplicate on.
 package usage

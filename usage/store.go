@@ -24,10 +24,12 @@ type Cell struct {
 }
 
 // Batch is one flush of one replica's counts. ID is unique per replica and flush; the
-// store writes a batch at most once.
+// store writes a batch at most once. Start and End are the flush window (the store does
+// not use them; the export sends them as the points' times).
 type Batch struct {
-	ID     string
-	Counts map[Cell]int64
+	ID         string
+	Start, End time.Time
+	Counts     map[Cell]int64
 }
 
 // Step is the width of a query's points.

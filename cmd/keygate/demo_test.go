@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // demoCase is one of the commands make dev prints: what the comment above it promises,
@@ -36,13 +40,24 @@ var demoCases = []demoCase{
 }
 
 // TestDevDemo runs make dev's script as a user would, runs every curl command it prints
-// and checks each outcome, checks that a second run is refused while it runs and that no
-// secret is on any command line, then stops it with Ctrl-C (SIGINT to its process group)
-// and checks that nothing it started is left.
+// and checks each outcome and the usage API's counts of them, checks that a second run
+// is refused while it runs and that no secret is on any command line, then stops it
+// with Ctrl-C (SIGINT to its process group) and checks that nothing it started is left;
+// with the default SQLite usage store, and with USAGE=postgres.
 func TestDevDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Vault, keygate and the echo server as make dev does")
 	}
+	t.Run("sqlite", func(t *testing.T) { devDemo(t, "sqlite") })
+	t.Run("postgres", func(t *testing.T) {
+		if pgtest.BinDir() == "" {
+			t.Skip("make dev USAGE=postgres needs PostgreSQL (apt-get install postgresql)")
+		}
+		devDemo(t, "postgres")
+	})
+}
+
+func devDemo(t *testing.T, usage string) {
 	for _, tool := range []string{"bash", "curl", "flock"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("make dev needs %s", tool)
@@ -54,9 +69,13 @@ func TestDevDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	env := append(os.Environ(), "KEYGATE_DEV_DIR="+dir, "VERSION=v0.0.0-demo-test")
+	env := append(os.Environ(), "KEYGATE_DEV_DIR="+dir, "VERSION=v0.0.0-demo-test", "KEYGATE_DEV_USAGE="+usage)
 	var ports []string
-	for _, name := range []string{"VAULT", "GRPC", "HTTP", "ADMIN", "TERMINATE", "ECHO"} {
+	names := []string{"VAULT", "GRPC", "HTTP", "ADMIN", "TERMINATE", "ECHO"}
+	if usage == "postgres" {
+		names = append(names, "POSTGRES")
+	}
+	for _, name := range names {
 		_, port, _ := net.SplitHostPort(freeAddr(t))
 		ports = append(ports, port)
 		env = append(env, "KEYGATE_DEV_"+name+"_PORT="+port)
@@ -160,6 +179,41 @@ read:
 		})
 	}
 
+	// The usage API counts the full key's checks above: two allowed, one model refused.
+	usageCmd := commands["usage: the full key's checks by outcome, today (counts appear within 2s)"]
+	if usageCmd == "" {
+		t.Fatalf("make dev printed no usage command:\n%s", strings.Join(banner, "\n"))
+	}
+	var got map[string]int64
+	var out []byte
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		sh := exec.Command("bash", "-c", usageCmd)
+		sh.Dir = root
+		out, _ = sh.CombinedOutput()
+		var resp struct {
+			Total  int64 `json:"total"`
+			Points []struct {
+				Outcome string `json:"outcome"`
+				Count   int64  `json:"count"`
+			} `json:"points"`
+		}
+		got = map[string]int64{}
+		if json.Unmarshal(out, &resp) == nil {
+			for _, p := range resp.Points {
+				got[p.Outcome] += p.Count
+			}
+			if resp.Total >= 3 || time.Now().After(deadline) {
+				break
+			}
+		} else if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if fmt.Sprint(got) != "map[allowed:2 model_not_allowed:1]" {
+		t.Errorf("%s\nprinted:\n%s\nwant allowed 2, model_not_allowed 1", usageCmd, out)
+	}
+
 	// A second make dev with the same state directory, then one with other state but the
 	// same ports: both refuse, saying why.
 	for _, tc := range []struct {
@@ -179,6 +233,13 @@ read:
 
 	// No secret on any command line, and the state is private.
 	secrets := demoSecrets(t, dir)
+	if usage == "postgres" {
+		pw, err := os.ReadFile(filepath.Join(dir, "postgres.password"))
+		if err != nil || len(pw) < 32 {
+			t.Fatalf("postgres.password: %v (%d bytes)", err, len(pw))
+		}
+		secrets = append(secrets, string(pw))
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -194,8 +255,8 @@ read:
 	checkModes(t, dir)
 
 	pids := readPids(t, dir)
-	if len(pids) != 3 {
-		t.Errorf("make dev started %d processes, want 3 (Vault, echo, keygate)", len(pids))
+	if want := map[string]int{"sqlite": 3, "postgres": 4}[usage]; len(pids) != want {
+		t.Errorf("make dev started %d processes, want %d (Vault, echo, keygate; PostgreSQL with USAGE=postgres)", len(pids), want)
 	}
 	stop()
 	for _, pid := range pids {

@@ -245,7 +245,10 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	defer stopUsage() // after the servers stop: the last flush sees every check
 	var usageReader admin.UsageReader
 	if counts != nil {
-		opts.Counter, usageReader = counts, usageStore // untyped nils when off
+		opts.Counter = counts // an untyped nil when off
+	}
+	if usageStore != nil {
+		usageReader = usageStore // an untyped nil without a store (off, or an export alone)
 	}
 	authzServer, err := envoy.NewServer(engine, opts)
 	if err != nil {

@@ -592,6 +592,7 @@ func (c *checker) values() {
 			c.fail(name+".crl_file", "needs client_ca_file (the CRL's issuer)")
 		}
 	}
+	cfg.Usage.checkValues(c)
 	vaultURL := func(field, a string) {
 		u, err := url.Parse(a)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -791,6 +792,7 @@ func (c *checker) files() {
 			c.fail(path, "%s is empty", f)
 		}
 	}
+	cfg.Usage.checkFiles(c)
 	if a := cfg.AuditLog; a != "" && a != "stdout" {
 		if st, err := os.Stat(filepath.Dir(a)); err != nil || !st.IsDir() {
 			c.fail("audit_log", "directory %s does not exist", filepath.Dir(a))
