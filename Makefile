@@ -70,6 +70,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseID$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./console/
 	$(GO) test -run '^$$' -fuzz '^FuzzCSRFMatches$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./console/
 	$(GO) test -run '^$$' -fuzz '^FuzzPoints$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./usage/
+	$(GO) test -run '^$$' -fuzz '^FuzzAuditQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
 
 ## screenshots: refresh docs/img/console-*.png (1200x800) from the console's browser test (needs chromium)
 screenshots: vault deps

@@ -6,6 +6,7 @@
 //	POST   /api-keys/{id}/rotate  replace a key; the old one stays valid for a grace period
 //	DELETE /api-keys/{id}         revoke a key
 //	PATCH  /api-keys/{id}         change a key's scopes (admin only)
+//	GET    /audit                 recent audit events (audit.go)
 //
 // Callers authenticate with a keygate key, checked by the same engine as every request.
 // A key with the "admin" scope manages every key; a key with the "api-keys" scope
@@ -104,6 +105,7 @@ func New(cfg Config) http.Handler {
 	mux.Handle("PATCH /api-keys/{id}", a.route(a.setScopes))
 	mux.Handle("GET /api-keys/{id}/usage", a.route(a.keyUsage))
 	mux.Handle("GET /usage", a.route(a.ownerUsage))
+	mux.Handle("GET /audit", a.route(a.recentAudit))
 	return mux
 }
 
@@ -203,8 +205,9 @@ func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 				out.body = e
 			}
 		default:
+			// A known key refused (no scope, revoked, expired) is its owner's to see.
+			ev.Actor, ev.Owner = d.KeyID, d.Owner
 			if d.Allowed() {
-				ev.Actor = d.Record.ID
 				d = a.Engine.Forbid(d, ScopeAdmin)
 			}
 			ev.Reason, ev.Status = d.Reason.String(), d.Denial.Status
@@ -261,6 +264,21 @@ func joined(h http.Header, name string) string {
 }
 
 func (a *api) list(r *http.Request, c caller) reply {
+	// ?unused_for=30d: only live keys not used for that long, as `keys list --unused-for`.
+	var idle time.Duration
+	if vs, ok := r.URL.Query()["unused_for"]; ok {
+		if len(vs) > 1 {
+			return failBadRequest(`parameter "unused_for" is given more than once`)
+		}
+		d, err := duration.Parse(vs[0])
+		if err != nil {
+			return failBadRequest("unused_for: " + err.Error())
+		}
+		if d <= 0 {
+			return failBadRequest("unused_for: want a positive duration such as 30d")
+		}
+		idle = d
+	}
 	var recs []authz.Record
 	var err error
 	if c.admin {
@@ -279,6 +297,15 @@ func (a *api) list(r *http.Request, c caller) reply {
 		v, err := a.view(r.Context(), rec)
 		if err != nil {
 			return storeFailure(err)
+		}
+		if idle > 0 {
+			var last time.Time
+			if v.LastUsedAt != nil {
+				last = *v.LastUsedAt
+			}
+			if !Unused(rec, last, a.Now(), idle) {
+				continue
+			}
 		}
 		views = append(views, v)
 	}

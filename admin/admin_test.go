@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +35,8 @@ type fixture struct {
 	usage                        *vaultstore.Usage
 	engine                       *authz.Engine
 	audit                        *safebuf.Buffer
-	admin, owner, plain, otherB  string // keys
+	log                          *audit.Log // writes to audit, keeps recent events
+	admin, owner, plain, otherB  string     // keys
 	adminRec, plainRec, otherRec authz.Record
 	keys                         []string // every key made, for the audit scan
 	ca                           *certtest.CA
@@ -98,7 +100,8 @@ func newFixture(t *testing.T) *fixture {
 		return authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
 			OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
 	}
-	srv := httptest.NewUnstartedServer(New(Config{Engine: engine, Store: store, Format: f, Audit: audit.New(fx.audit),
+	fx.log = audit.New(fx.audit, audit.WithRecent(1000))
+	srv := httptest.NewUnstartedServer(New(Config{Engine: engine, Store: store, Format: f, Audit: fx.log,
 		PeerOf: peerOf, Usage: fx.usage}))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	srv.StartTLS()
@@ -329,4 +332,72 @@ func toStrings(v any) []string {
 		out = append(out, x.(string))
 	}
 	return out
+}
+
+// TestUnusedFor: GET /api-keys?unused_for= lists live keys not used for that long (a key
+// never used counts from its creation), within the caller's owner, as `keys list
+// --unused-for` does.
+func TestUnusedFor(t *testing.T) {
+	fx := newFixture(t)
+	ctx := context.Background()
+	old := time.Now().Add(-60 * 24 * time.Hour)
+	mkAt := func(spec authz.KeySpec, at time.Time) authz.Record {
+		key, rec, err := fx.format.Issue(spec, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fx.store.Create(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		fx.keys = append(fx.keys, key)
+		return rec
+	}
+	mkAt(authz.KeySpec{Name: "idle a", Owner: "acct_a", Scopes: []string{"chat:completions"}}, old)
+	usedA := mkAt(authz.KeySpec{Name: "used a", Owner: "acct_a", Scopes: []string{"chat:completions"}}, old)
+	usedLongAgoA := mkAt(authz.KeySpec{Name: "used long ago a", Owner: "acct_a", Scopes: []string{"chat:completions"}}, old)
+	revokedA := mkAt(authz.KeySpec{Name: "revoked a", Owner: "acct_a", Scopes: []string{"chat:completions"}}, old)
+	mkAt(authz.KeySpec{Name: "idle b", Owner: "acct_b", Scopes: []string{"chat:completions"}}, old)
+	if _, err := fx.store.Revoke(ctx, revokedA.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	fx.usage.Seen(usedA.ID, time.Now().Add(-time.Hour))
+	fx.usage.Seen(usedLongAgoA.ID, time.Now().Add(-45*24*time.Hour))
+	if err := fx.usage.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(key, q string) string {
+		status, _, _, raw := fx.call(t, key, "GET", "/api-keys?"+q, "")
+		var list []View
+		if err := json.Unmarshal([]byte(raw), &list); status != 200 || err != nil {
+			t.Fatalf("?%s: %d %s", q, status, raw)
+		}
+		var out []string
+		for _, v := range list {
+			out = append(out, v.Name)
+		}
+		slices.Sort(out)
+		return strings.Join(out, ",")
+	}
+	for _, tc := range []struct{ key, q, want string }{
+		{fx.owner, "unused_for=30d", "idle a,used long ago a"},
+		{fx.owner, "unused_for=50d", "idle a"},
+		{fx.owner, "unused_for=1000h", "idle a,used long ago a"},
+		{fx.owner, "unused_for=61d", ""},
+		{fx.owner, "unused_for=30m", "idle a,used a,used long ago a"}, // app and self-service are new
+		{fx.admin, "unused_for=30d", "idle a,idle b,used long ago a"},
+	} {
+		if got := ids(tc.key, tc.q); got != tc.want {
+			t.Errorf("%s ?%s: %q, want %q", tc.key[:10], tc.q, got, tc.want)
+		}
+	}
+	for _, q := range []string{"unused_for=", "unused_for=30days", "unused_for=0", "unused_for=0d", "unused_for=-1h",
+		"unused_for=99999999d", "unused_for=30d&unused_for=1d", "unused_for=" + fx.admin} {
+		status, _, _, raw := fx.call(t, fx.owner, "GET", "/api-keys?"+q, "")
+		if status != 400 || !strings.Contains(raw, "INVALID_REQUEST") || !strings.Contains(raw, "unused_for") || strings.Contains(raw, fx.admin[7:33]) {
+			t.Errorf("?%.40s: %d %s", q, status, raw)
+		}
+	}
+	if _, _, _, raw := fx.call(t, fx.owner, "GET", "/api-keys?unused_for=30days", ""); !strings.Contains(raw, `invalid duration \"30days\": use 90d or 1h30m`) {
+		t.Errorf("the duration message: %s", raw)
+	}
 }

@@ -71,6 +71,12 @@ func TestPastedKeysStayOutOfTheAuditLog(t *testing.T) {
 		_, _, _, raw := fx.callWith(t, fx.client, "", "GET", "/api-keys", "", http.Header{"X-Api-Key": {badSum}})
 		answers.WriteString(raw)
 	}
+	// GET /audit answers what the log holds: the hint where a key was pasted.
+	_, _, _, recent := fx.call(t, fx.admin, "GET", "/audit?limit=1000&event=admin.call", "")
+	if !strings.Contains(recent, `"path":"/api-keys/`+fx.format.Hint(valid)+`"`) {
+		t.Fatalf("no redacted path in GET /audit:\n%.2000s", recent)
+	}
+	answers.WriteString(recent)
 	log := fx.audit.String()
 	if !strings.Contains(log, `"path":"/api-keys/mgx-sk-...`) {
 		t.Fatalf("no redacted path in the audit log:\n%.2000s", log)

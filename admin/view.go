@@ -45,6 +45,18 @@ func NewView(r authz.Record, now time.Time) View {
 	return v
 }
 
+// Unused reports whether r is live at now and has not been used for idle: its last use,
+// or its creation when it was never used (lastUsed zero), lies idle or more before now.
+// It is what `keys list --unused-for` and GET /api-keys?unused_for= select: keys to
+// disable.
+func Unused(r authz.Record, lastUsed, now time.Time, idle time.Duration) bool {
+	since := r.CreatedAt
+	if lastUsed.After(since) {
+		since = lastUsed
+	}
+	return r.Live(now) && now.Sub(since) >= idle
+}
+
 // WithKey is a view plus the key itself: the one answer that shows it.
 type WithKey struct {
 	View

@@ -78,6 +78,11 @@ type Decision struct {
 	// Record is the key's record when the key is known: on allow, and on revoked or
 	// expired denials. Otherwise it is the zero Record.
 	Record Record
+	// KeyID and Owner name the presented key whenever its record was found (or the
+	// certificate identity, as Record does), also when a denial clears Record (a key
+	// bound to a certificate it came without): for the audit log, so that an owner sees
+	// the refusals of its own keys. Empty for unknown keys.
+	KeyID, Owner string
 	// Denial is how to refuse the request; the zero Denial when allowed.
 	Denial Denial
 	// RequestID is the request's id, taken from the request or made up.
@@ -252,6 +257,7 @@ func (e *Engine) check(ctx context.Context, req *Request, withPolicy bool) (Deci
 		if rule := e.identity(&req.Peer); rule != nil {
 			d.Record = Record{ID: "cert:" + rule.Name, Name: rule.Name, Owner: req.Peer.Fingerprint,
 				Kind: KindCertificate, Scopes: rule.Scopes}
+			d.KeyID, d.Owner = d.Record.ID, d.Record.Owner
 			d.Reason = ReasonAllowed
 			return e.authorize(d, req, method, withPolicy), nil
 		}
@@ -277,6 +283,7 @@ func (e *Engine) check(ctx context.Context, req *Request, withPolicy bool) (Deci
 		return e.deny(d, ReasonUnknownKey), nil
 	}
 	d.Record = rec
+	d.KeyID, d.Owner = rec.ID, rec.Owner
 	switch rec.StatusAt(e.now()) {
 	case StatusRevoked:
 		return e.deny(d, ReasonRevoked), nil

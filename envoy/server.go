@@ -346,7 +346,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time
 		}
 		if s.audit != nil {
 			ev := audit.Event{Event: audit.AuthFailed, Reason: d.Reason.String(), Status: d.Denial.Status,
-				KeyID: d.Record.ID, Owner: d.Record.Owner, RequestID: d.RequestID, Source: source(req)}
+				KeyID: d.KeyID, Owner: d.Owner, RequestID: d.RequestID, Source: source(req)}
 			if d.Reason == authz.ReasonExpired {
 				ev.Event = audit.KeyExpiredOnUse
 			}

@@ -547,12 +547,35 @@ func TestAuditAndUsage(t *testing.T) {
 	ks := newKeyset(t)
 	var log bytes.Buffer
 	usage := &usageLog{}
-	client := serve(t, newServer(t, newEngine(t, ks.store, authz.ProfileMagicx), Options{Audit: audit.New(&log), Usage: usage}))
+	f, _ := authz.NewFormat(prefix)
+	engine, err := authz.New(authz.Config{Format: f, Lookup: ks.store, Policy: authz.Policy{Routes: []authz.Route{
+		{Name: "chat", Path: "/v1/chat/completions", Scope: "chat:completions"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := serve(t, newServer(t, engine, Options{Audit: audit.New(&log), Usage: usage}))
+	// Known keys refused with their record cleared or kept: the event names them all the
+	// same, with their owner, so that the owner may see it (GET /audit).
+	mk := func(spec authz.KeySpec) (string, authz.Record) {
+		key, rec, err := f.Issue(spec, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ks.store.Create(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+		return key, rec
+	}
+	noScope, noScopeRec := mk(authz.KeySpec{Name: "images only", Owner: "acct_43", Scopes: []string{"image:generate"}})
+	bound, boundRec := mk(authz.KeySpec{Name: "bound", Owner: "acct_44", Scopes: []string{"models:read", "chat:completions"},
+		BoundCert: "sha256:" + strings.Repeat("ab", 32)})
 	for _, h := range []map[string]string{
 		{"authorization": "Bearer " + ks.active},
 		{"authorization": "Bearer " + ks.badChecksum},
 		{"x-api-key": ks.expired},
 		{"x-api-key": ks.revoked},
+		{"x-api-key": noScope},
+		{"x-api-key": bound},
 	} {
 		if _, err := client.Check(context.Background(), envoyRequest(t, h)); err != nil {
 			t.Fatal(err)
@@ -569,21 +592,27 @@ func TestAuditAndUsage(t *testing.T) {
 		}
 		events = append(events, e)
 	}
-	want := []struct{ event, reason, keyID string }{
-		{audit.AuthFailed, "bad_checksum", ""},
-		{audit.KeyExpiredOnUse, "expired_key", ks.expiredRec.ID},
-		{audit.AuthFailed, "revoked_key", ks.revokedRec.ID},
+	want := []struct {
+		event, reason, keyID, owner string
+		status                      int
+	}{
+		{audit.AuthFailed, "bad_checksum", "", "", 401},
+		{audit.KeyExpiredOnUse, "expired_key", ks.expiredRec.ID, "acct_42", 401},
+		{audit.AuthFailed, "revoked_key", ks.revokedRec.ID, "acct_42", 401},
+		{audit.AuthFailed, "insufficient_scope", noScopeRec.ID, "acct_43", 403},
+		{audit.AuthFailed, "cert_mismatch", boundRec.ID, "acct_44", 401},
 	}
 	if len(events) != len(want) {
 		t.Fatalf("%d audit events, want %d:\n%s", len(events), len(want), log.String())
 	}
 	for i, w := range want {
 		e := events[i]
-		if e.Event != w.event || e.Reason != w.reason || e.KeyID != w.keyID || e.Source != "10.1.2.3:53122" || e.RequestID != envoyRequestID || e.Status != 401 {
+		if e.Event != w.event || e.Reason != w.reason || e.KeyID != w.keyID || e.Owner != w.owner || e.Source != "10.1.2.3:53122" ||
+			e.RequestID != envoyRequestID || e.Status != w.status {
 			t.Errorf("event %d: %+v, want %+v", i, e, w)
 		}
 	}
-	for _, k := range []string{ks.active, ks.badChecksum, ks.expired, ks.revoked} {
+	for _, k := range []string{ks.active, ks.badChecksum, ks.expired, ks.revoked, noScope, bound} {
 		if strings.Contains(log.String(), k[len(prefix):len(prefix)+20]) {
 			t.Fatal("the audit log holds key material")
 		}

@@ -4,8 +4,9 @@
 // An event names a key by its id or hint, never by the key itself; and since ids, paths
 // and details can come from clients, the Log passes every string it writes (field
 // values, detail keys and values, at any depth) through a redactor that replaces
-// anything key-shaped by its hint. A Log is safe for concurrent use; a nil *Log discards
-// events, so callers need no checks.
+// anything key-shaped by its hint. With WithRecent a Log also keeps its last events in
+// memory, redacted as the lines are, for the admin API's GET /audit (recent.go). A Log
+// is safe for concurrent use; a nil *Log discards events, so callers need no checks.
 package audit
 
 import (
@@ -53,6 +54,7 @@ type Log struct {
 	w      io.Writer
 	now    func() time.Time
 	redact func(string) string
+	recent *ring // the last events written; nil: none kept (recent.go)
 }
 
 // Option configures a Log.
@@ -73,8 +75,9 @@ func New(w io.Writer, opts ...Option) *Log {
 	return l
 }
 
-// Write writes e as one line, stamping its time when unset. Write errors are dropped:
-// the audit log must never fail a request.
+// Write writes e as one line, stamping its time when unset, and keeps it among the
+// recent events when the Log keeps any: the same redacted event the line holds. Write
+// errors are dropped: the audit log must never fail a request.
 func (l *Log) Write(e Event) {
 	if l == nil {
 		return
@@ -82,13 +85,7 @@ func (l *Log) Write(e Event) {
 	if e.Time.IsZero() {
 		e.Time = l.now()
 	}
-	e.Time = e.Time.UTC()
-	for _, p := range []*string{&e.Event, &e.KeyID, &e.KeyHint, &e.Owner, &e.Actor, &e.Reason, &e.Source, &e.RequestID} {
-		*p = l.redact(*p)
-	}
-	if e.Details != nil {
-		e.Details = l.redactMap(e.Details)
-	}
+	e = l.redactEvent(e)
 	line, err := json.Marshal(e)
 	if err != nil {
 		return
@@ -96,7 +93,22 @@ func (l *Log) Write(e Event) {
 	line = append(line, '\n')
 	l.mu.Lock()
 	_, _ = l.w.Write(line)
+	if l.recent != nil { // under l.mu: kept in the order of the lines
+		l.recent.add(e)
+	}
 	l.mu.Unlock()
+}
+
+// redactEvent returns e in UTC with every string it holds redacted; Details is a copy.
+func (l *Log) redactEvent(e Event) Event {
+	e.Time = e.Time.UTC()
+	for _, p := range []*string{&e.Event, &e.KeyID, &e.KeyHint, &e.Owner, &e.Actor, &e.Reason, &e.Source, &e.RequestID} {
+		*p = l.redact(*p)
+	}
+	if e.Details != nil {
+		e.Details = l.redactMap(e.Details)
+	}
+	return e
 }
 
 func (l *Log) redactMap(m map[string]any) map[string]any {

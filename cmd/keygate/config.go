@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/internal/duration"
@@ -37,6 +38,7 @@ type config struct {
 	LogLevel        string         `json:"log_level"`        // debug, info, warn, error
 	AdminAddr       string         `json:"admin_addr"`       // key management API; "" disables
 	AuditLog        string         `json:"audit_log"`        // "" (none), "stdout", or a file path
+	AuditRecent     int            `json:"audit_recent"`     // events kept in memory for GET /audit; 0: none
 	RotationGrace   configDuration `json:"rotation_grace"`   // admin API rotations that name no grace
 	UsageFlush      configDuration `json:"usage_flush"`      // last-used times are written this often
 	ShutdownDelay   configDuration `json:"shutdown_delay"`   // on stop, keep serving this long while NOT_SERVING
@@ -126,6 +128,7 @@ func defaultConfig() config {
 	c.Realm = "keygate"
 	c.LogLevel = "info"
 	c.AdminAddr = "127.0.0.1:9003"
+	c.AuditRecent = audit.DefaultRecent
 	c.RotationGrace = configDuration(30 * 24 * time.Hour)
 	c.UsageFlush = configDuration(time.Minute)
 	c.TLS.ReloadInterval = configDuration(2 * time.Second)

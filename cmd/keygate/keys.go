@@ -132,7 +132,7 @@ func (c *keysCommand) open(ctx context.Context) error {
 	}
 	// "stdout" sends a command's audit lines to its standard error, so that what the
 	// command prints (JSON, for scripts) stays clean.
-	c.audit, c.closer, err = openAudit(c.cfg.AuditLog, c.stderr, c.format)
+	c.audit, c.closer, err = openAudit(c.cfg.AuditLog, c.stderr, c.format, 0)
 	return err
 }
 
@@ -301,8 +301,7 @@ func (c *keysCommand) listTable(ctx context.Context, recs []authz.Record, idle t
 		if !last.IsZero() {
 			v.LastUsedAt = &last
 		}
-		// A key never used counts as idle since it was made.
-		if idle > 0 && (!r.Live(now) || now.Sub(latest(r.CreatedAt, last)) < idle) {
+		if idle > 0 && !admin.Unused(r, last, now, idle) {
 			continue
 		}
 		views = append(views, v)
@@ -317,13 +316,6 @@ func (c *keysCommand) listTable(ctx context.Context, recs []authz.Record, idle t
 			v.Status, v.CreatedAt.Format(time.RFC3339), timeOrDash(v.ExpiresAt), timeOrDash(v.LastUsedAt), v.Hint)
 	}
 	return tw.Flush()
-}
-
-func latest(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 func keysShow(ctx context.Context, c *keysCommand, args []string) error {

@@ -156,7 +156,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout, format)
+	auditLog, auditFile, err := openAudit(cfg.AuditLog, stdout, format, cfg.AuditRecent)
 	if err != nil {
 		return err
 	}

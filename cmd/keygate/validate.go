@@ -553,6 +553,9 @@ func (c *checker) values() {
 			c.fail(path, "must be positive, such as %s", defaultOf(path))
 		}
 	}
+	if cfg.AuditRecent < 0 || cfg.AuditRecent > maxAuditRecent {
+		c.fail("audit_recent", "want 0 (none kept) to %d events", maxAuditRecent)
+	}
 	if cfg.Cache.Size < 0 {
 		c.fail("cache.size", "must not be negative")
 	}
