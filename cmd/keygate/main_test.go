@@ -67,23 +67,8 @@ func startServe(t *testing.T, args ...string) (grpcAddr, httpAddr string, logs *
 	if !slices.Contains(args, "--admin-addr") {
 		args = append(args, "--admin-addr", "")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	logs = &safebuf.Buffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{"serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr}, args...), logs, logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve returned %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("serve did not stop after its context ended")
-		}
-	})
+	done := launchServe(t, logs, append([]string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr}, args...)...)
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +90,27 @@ func startServe(t *testing.T, args ...string) (grpcAddr, httpAddr string, logs *
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// launchServe runs "keygate serve" in-process until the test ends, logging to logs,
+// without waiting for it. done receives what run returns, if it returns early.
+func launchServe(t *testing.T, logs *safebuf.Buffer, args ...string) (done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- run(ctx, append([]string{"serve"}, args...), logs, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Errorf("serve returned %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("serve did not stop after its context ended")
+		}
+	})
+	return ch
 }
 
 type createdKey struct {

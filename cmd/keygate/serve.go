@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/hashicorp/vault/api"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc"
@@ -143,14 +145,28 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	}
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
-	if err := auth.Start(runCtx); err != nil {
-		return err
-	}
-	if err := cfg.preflight(ctx, vaultClient, cfg.AdminAddr != ""); err != nil {
-		if !errors.Is(err, vaultstore.ErrVaultUnavailable) {
-			return err // misconfigured: refuse to start, with the fix
+	var draining atomic.Bool
+	rd := &readiness{draining: &draining, format: format}
+	// The preflight logs in first (and keeps the token alive from then on). A Vault that
+	// does not answer either step does not stop serve: it retries both in the background
+	// and stays NOT_SERVING, with the reason on /readyz, until they pass.
+	loggedIn := false
+	preflight := func(ctx context.Context) error {
+		if !loggedIn {
+			if err := auth.Start(runCtx); err != nil {
+				return loginFailure(err, vaultClient.Address())
+			}
+			loggedIn = true
 		}
-		log.Warn("vault preflight failed; not ready until Vault answers", slog.String("error", err.Error()))
+		return cfg.preflight(ctx, vaultClient, cfg.AdminAddr != "")
+	}
+	preflightErr := preflight(ctx)
+	if preflightErr != nil {
+		if !errors.Is(preflightErr, vaultstore.ErrVaultUnavailable) {
+			return preflightErr // misconfigured: refuse to start, with the fix
+		}
+		log.Warn("vault preflight failed; not ready until Vault answers", slog.String("error", preflightErr.Error()))
+		rd.setVault(preflightErr)
 	}
 	store, err := cfg.store(vaultClient, log)
 	if err != nil {
@@ -174,6 +190,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	if err != nil {
 		return err
 	}
+	rd.cache = cache
 	clientCerts, err := cfg.clientCertReloader(func() { log.Info("reloaded", slog.String("what", "client_certs")) })
 	if err != nil {
 		return err
@@ -257,11 +274,15 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	authzServer.Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
-	var draining atomic.Bool
 	var background sync.WaitGroup
+	if preflightErr != nil {
+		background.Go(func() {
+			rd.retryPreflight(runCtx, preflight, max(time.Duration(cfg.Cache.PollInterval), time.Second), log)
+		})
+	}
 	background.Go(func() { cache.Run(runCtx) })
 	background.Go(func() { usage.Run(runCtx, time.Duration(cfg.UsageFlush)) })
-	background.Go(func() { watchReadiness(runCtx, cache, &draining, hs, time.Duration(cfg.Cache.PollInterval), log) })
+	background.Go(func() { watchReadiness(runCtx, rd, hs, time.Duration(cfg.Cache.PollInterval), log) })
 	background.Go(func() { lv.run(runCtx, time.Duration(cfg.TLS.ReloadInterval)) })
 
 	tcp, err := net.Listen("tcp", cfg.GRPCAddr)
@@ -288,7 +309,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 		tls                *certs.Reloader
 	}{
 		{"mTLS terminator", "terminate", cfg.Terminate.Addr, term, reloaders["terminate"]},
-		{"health", "http", cfg.HTTPAddr, healthMux(&draining, cache, tel.metrics), reloaders["http"]},
+		{"health", "http", cfg.HTTPAddr, healthMux(rd, cache, tel.metrics), reloaders["http"]},
 		{"admin API", "admin", cfg.AdminAddr, adminHandler(engine, store, format, auditLog, usage, usageReader, cfg, reloaders["admin"]), reloaders["admin"]},
 	} {
 		if l.addr == "" {
@@ -436,24 +457,114 @@ func peerOf(r *certs.Reloader) func(*http.Request) authz.Peer {
 	}
 }
 
-// ready reports whether keygate can decide: not shutting down, and Vault answered
-// within the cache's stale window.
-func ready(draining *atomic.Bool, cache *vaultstore.Cache) bool {
-	return !draining.Load() && cache.Ready()
+// readiness is what /readyz and the gRPC health service report: keygate can decide when
+// it is not shutting down, the Vault preflight passed, and Vault answered within the
+// cache's stale window.
+type readiness struct {
+	draining *atomic.Bool
+	cache    *vaultstore.Cache
+	format   authz.Format           // what a reason is redacted with
+	vault    atomic.Pointer[string] // why the Vault preflight failed; nil once it passed
+}
+
+func (r *readiness) ready() bool {
+	return !r.draining.Load() && r.vault.Load() == nil && r.cache.Ready()
+}
+
+// why says why keygate is not ready.
+func (r *readiness) why() string {
+	if r.draining.Load() {
+		return "shutting down"
+	}
+	if v := r.vault.Load(); v != nil {
+		return *v
+	}
+	return "Vault unreachable for longer than the stale window"
+}
+
+// setVault records the preflight's failure (nil: it passed) as /readyz shows it.
+func (r *readiness) setVault(err error) {
+	if err == nil {
+		r.vault.Store(nil)
+		return
+	}
+	why := publicReason(err.Error(), r.format)
+	r.vault.Store(&why)
+}
+
+// loginFailure returns a failed Vault login as an ErrVaultUnavailable when Vault did not
+// answer (no connection, a timeout, a sealed or standby node's 5xx), so that serve waits
+// for it; anything else (a rejected token, unreadable AppRole files) as it is, to refuse
+// to start.
+func loginFailure(err error, addr string) error {
+	var re *api.ResponseError
+	var op *net.OpError
+	var ne net.Error
+	switch {
+	case errors.As(err, &re) && re.StatusCode < 500:
+		return err
+	case errors.As(err, &re), errors.As(err, &op), errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: cannot log in to Vault at %s: %w", vaultstore.ErrVaultUnavailable, addr, err)
+	}
+	return err
+}
+
+// urlUserinfo matches the user and password of a URL, such as a Vault address written
+// https://user:password@vault:8200.
+var urlUserinfo = regexp.MustCompile(`://[^/@\s"']*@`)
+
+// publicReason returns msg fit for /readyz, which answers anyone who reaches the health
+// listener: no URL credentials, nothing key- or token-shaped (a Vault token's body is a
+// long run of letters and digits, which the key format's redaction replaces).
+func publicReason(msg string, f authz.Format) string {
+	return f.Redact(urlUserinfo.ReplaceAllString(msg, "://"))
+}
+
+// retryPreflight runs the Vault preflight again every interval until it passes, keeping
+// its latest failure as the reason /readyz gives and logging each new one: a Vault that
+// comes back misconfigured (a wrong mount, a token without the policy) keeps keygate
+// NOT_SERVING with the fix, instead of ready and denying every key.
+func (r *readiness) retryPreflight(ctx context.Context, preflight func(context.Context) error, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := ""
+	if v := r.vault.Load(); v != nil {
+		last = *v
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := preflight(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.setVault(err)
+		if err == nil {
+			log.Info("vault preflight passed")
+			return
+		}
+		if why := *r.vault.Load(); why != last {
+			log.Warn("vault preflight failed; not ready until it passes", slog.String("error", err.Error()))
+			last = why
+		}
+	}
 }
 
 // watchReadiness mirrors readiness into the gRPC health service, so Envoy's health
 // checks stop sending checks to a replica that cannot decide.
-func watchReadiness(ctx context.Context, cache *vaultstore.Cache, draining *atomic.Bool, hs *health.Server, every time.Duration, log *slog.Logger) {
+func watchReadiness(ctx context.Context, rd *readiness, hs *health.Server, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := healthpb.HealthCheckResponse_UNKNOWN
 	for {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if ready(draining, cache) {
+		if rd.ready() {
 			st = healthpb.HealthCheckResponse_SERVING
 		}
-		if st != last && !draining.Load() {
+		if st != last && !rd.draining.Load() {
 			hs.SetServingStatus("", st)
 			hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
 			log.Info("health", slog.String("status", st.String()))
@@ -470,7 +581,7 @@ func watchReadiness(ctx context.Context, cache *vaultstore.Cache, draining *atom
 // healthMux serves /healthz (the process is up), /readyz (it can decide), /metrics
 // (Prometheus) and /debug/vars (Go runtime figures: memstats, goroutines, and the cache
 // counters).
-func healthMux(draining *atomic.Bool, cache *vaultstore.Cache, metrics http.Handler) http.Handler {
+func healthMux(rd *readiness, cache *vaultstore.Cache, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
 	vars := new(expvar.Map).Init()
@@ -481,8 +592,8 @@ func healthMux(draining *atomic.Bool, cache *vaultstore.Cache, metrics http.Hand
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready(draining, cache) {
-			http.Error(w, "not ready: shutting down, or Vault unreachable for longer than the stale window", http.StatusServiceUnavailable)
+		if !rd.ready() {
+			http.Error(w, "not ready: "+rd.why(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
