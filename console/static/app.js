@@ -267,8 +267,8 @@
 
   function cell(label, content, cls) { return el('td', { 'data-label': label, class: cls }, content); }
 
-  function keyTable(id, caption, keys, actions) {
-    var head = ['Name', 'Hint', 'Scopes', 'Status', 'Created', 'Expires', 'Last used', 'Actions'];
+  function keyTable(id, caption, keys, actions, withOwner) {
+    var head = ['Name', 'Hint', 'Scopes', 'Status', 'Created', 'Expires', 'Last used'].concat(withOwner ? ['Owner'] : [], ['Actions']);
     return el('table', { id: id, class: 'cards' },
       el('caption', { text: caption }),
       el('thead', null, el('tr', null, head.map(function (h) { return el('th', { scope: 'col', text: h }); }))),
@@ -282,6 +282,7 @@
             cell('Created', fmtTime(k.created_at)),
             cell('Expires', k.expires_at ? fmtTime(k.expires_at) : 'never'),
             cell('Last used', k.last_used_at ? fmtTime(k.last_used_at) : 'never'),
+            withOwner ? cell('Owner', k.owner, 'owner') : null,
             cell('Actions', actions(k), 'actions'));
         })));
   }
@@ -572,7 +573,7 @@
             el('button', { type: 'button', class: 'danger', 'data-action': 'revoke', 'aria-label': 'Revoke ' + k.name,
               text: 'Revoke', disabled: k.status === 'revoked', onclick: function () { revokeKey(k, load); } })
           ];
-        }));
+        }, me.admin));
       }).catch(function (e) {
         box.textContent = '';
         box.appendChild(el('p', { class: 'error', role: 'alert', text: 'Could not list unused keys: ' + errorText(e) }));
