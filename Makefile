@@ -3,7 +3,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO      ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build test test-integration test-ha bench bench-tls fuzz soak lint fmt dev demo image install vault deps clean
+.PHONY: all build test test-integration test-ha bench bench-tls fuzz soak lint fmt dev demo image install vault deps screenshots clean
 SOAKTIME ?= 3m
 
 all: build
@@ -16,7 +16,7 @@ build:
 vault:
 	@scripts/vault-build.sh >/dev/null
 
-## deps: what the tests run besides Go and Vault: Debian's redis-server, postgresql, buildah, podman, runc, systemd-analyze (installed if missing)
+## deps: what the tests run besides Go and Vault: Debian's redis-server, postgresql, buildah, podman, runc, systemd-analyze, chromium (installed if missing)
 deps:
 	@scripts/install-deps.sh
 
@@ -67,8 +67,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzXFCCValue$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./certs/terminator/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/keygate/
 	$(GO) test -run '^$$' -fuzz '^FuzzUsageQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseID$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./console/
+	$(GO) test -run '^$$' -fuzz '^FuzzCSRFMatches$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./console/
 	$(GO) test -run '^$$' -fuzz '^FuzzPoints$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./usage/
 	$(GO) test -run '^$$' -fuzz '^FuzzAuditQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./admin/
+
+## screenshots: refresh docs/img/console-*.png (1200x800) from the console's browser test (needs chromium)
+screenshots: vault deps
+	KEYGATE_DOCS_IMG=$(CURDIR)/docs/img $(GO) test -count=1 -run '^TestConsole$$' ./cmd/keygate/
 
 ## soak: a keygate process under loopback load for SOAKTIME; reports rate, latency, leaks
 soak: vault

@@ -68,6 +68,11 @@ type Config struct {
 	Usage UsageRecorder
 	// UsageStats answers the usage routes (usage.go); nil: they answer 501.
 	UsageStats UsageReader
+	// Session resolves a request without a key header to its caller from a console
+	// session (the console package): the caller's current record, or ErrNoSession
+	// (the certificate or a 401 decides), ErrSessionEnded, ErrCSRF, or another error
+	// (503). nil: no sessions.
+	Session func(*http.Request) (authz.Record, error)
 }
 
 // UsageRecorder remembers when keys were used; *vaultstore.Usage is one.
@@ -143,12 +148,49 @@ func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 		if a.PeerOf != nil {
 			req.Peer = a.PeerOf(r)
 		}
-		d, err := a.Engine.Authenticate(r.Context(), &req)
-		ev := audit.Event{Event: audit.AdminCall, Source: r.RemoteAddr, RequestID: d.RequestID,
-			Details: map[string]any{"method": r.Method, "path": a.auditPath(r.URL.Path)}}
+		details := map[string]any{"method": r.Method, "path": a.auditPath(r.URL.Path)}
+		var d authz.Decision
+		var err error
+		var refused *reply
+		switch {
+		case !SameOrigin(r):
+			// A browser's cookie or client certificate, sent by a page elsewhere.
+			out := fail(http.StatusForbidden, "CSRF_REJECTED", "the request comes from another origin")
+			refused = &out
+		case a.Session != nil && req.Authorization == "" && req.APIKey == "":
+			var rec authz.Record
+			rec, err = a.Session(r)
+			switch {
+			case err == nil:
+				d = authz.Decision{Reason: authz.ReasonAllowed, Record: rec}
+				details["via"] = "console"
+			case errors.Is(err, ErrNoSession):
+				d, err = a.Engine.Authenticate(r.Context(), &req)
+			case errors.Is(err, ErrSessionEnded):
+				out := fail(http.StatusUnauthorized, "SESSION_ENDED", "the console session ended; sign in again")
+				refused, err = &out, nil
+			case errors.Is(err, ErrCSRF):
+				out := fail(http.StatusForbidden, "CSRF_REJECTED", "the request lacks the session's X-CSRF-Token or comes from another origin")
+				refused, err = &out, nil
+			}
+		default:
+			d, err = a.Engine.Authenticate(r.Context(), &req)
+		}
+		if d.RequestID == "" {
+			d.RequestID = authz.NewRequestID()
+		}
+		ev := audit.Event{Event: audit.AdminCall, Source: r.RemoteAddr, RequestID: d.RequestID, Details: details}
 		w.Header().Set("X-Request-Id", d.RequestID)
 		var out reply
 		switch {
+		case refused != nil:
+			ev.Reason, ev.Status = strings.ToLower(refused.body.(errorBody).Error.Code), refused.status
+			a.Audit.Write(ev)
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(refused.status)
+			_ = json.NewEncoder(w).Encode(refused.body)
+			return
 		case err != nil:
 			out = fail(http.StatusServiceUnavailable, "STORE_UNAVAILABLE", "keygate could not check the caller's key")
 		case d.Allowed() && (slices.Contains(d.Record.Scopes, ScopeAdmin) || slices.Contains(d.Record.Scopes, ScopeAPIKeys)):

@@ -277,6 +277,7 @@ keygate $version: dev demo
                        admin       admin
   curl settings      $dev/curl.conf (the CA, the client certificate)
   usage analytics    $usage_where, flushed every 2s
+  operator console   http://127.0.0.1:$admin_port/console/  (sign in with the key in $keys/admin, after "Bearer ")
 
 Try it from another terminal, in $(pwd):
 

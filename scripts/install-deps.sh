@@ -6,6 +6,7 @@
 #   systemd (systemd-analyze)     the systemd unit's check
 #   curl                          make dev's printed commands, the demo test
 #   postgresql                    the shared usage store's tests (they start their own clusters)
+#   chromium, fonts-dejavu-core   the operator console's browser test (headless) and its screenshots
 # The packages' own services are not used.
 set -euo pipefail
 want=()
@@ -17,6 +18,8 @@ command -v runc >/dev/null || want+=(runc)
 command -v systemd-analyze >/dev/null || want+=(systemd)
 command -v curl >/dev/null || want+=(curl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || want+=(postgresql)
+command -v chromium >/dev/null || want+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || want+=(fonts-dejavu-core)
 [ ${#want[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" != 0 ]; then

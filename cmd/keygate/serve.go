@@ -37,6 +37,7 @@ import (
 	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/certs/terminator"
+	"github.com/keygate/keygate/console"
 	"github.com/keygate/keygate/envoy"
 	"github.com/keygate/keygate/vaultstore"
 )
@@ -309,8 +310,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	}{
 		{"mTLS terminator", "terminate", cfg.Terminate.Addr, term, reloaders["terminate"]},
 		{"health", "http", cfg.HTTPAddr, healthMux(rd, cache, tel.metrics), reloaders["http"]},
-		{"admin API", "admin", cfg.AdminAddr, admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
-			DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(reloaders["admin"]), UsageStats: usageReader}), reloaders["admin"]},
+		{"admin API", "admin", cfg.AdminAddr, adminHandler(engine, store, format, auditLog, usage, usageReader, cfg, reloaders["admin"]), reloaders["admin"]},
 	} {
 		if l.addr == "" {
 			continue
@@ -375,6 +375,15 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 	background.Wait() // includes the last usage flush
 	log.Info("stopped")
 	return nil
+}
+
+// adminHandler serves the admin listener: the admin API, and the operator console at
+// /console/ whose sessions the API accepts in place of the key header.
+func adminHandler(engine *authz.Engine, store *vaultstore.Store, format authz.Format, auditLog *audit.Log,
+	usage *vaultstore.Usage, usageReader admin.UsageReader, cfg config, tls *certs.Reloader) http.Handler {
+	con := console.New(console.Config{Engine: engine, Store: store, Audit: auditLog, PeerOf: peerOf(tls), Usage: usage})
+	return con.Handler(admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
+		DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(tls), UsageStats: usageReader, Session: con.Resolve}))
 }
 
 // expvarHandler serves memstats and keygate's own variables as JSON. expvar's global
