@@ -148,6 +148,7 @@ func (a *api) route(h func(*http.Request, caller) reply) http.Handler {
 		if a.PeerOf != nil {
 			req.Peer = a.PeerOf(r)
 		}
+		req.Source = SourceOf(r, req.Peer)
 		details := map[string]any{"method": r.Method, "path": a.auditPath(r.URL.Path)}
 		var d authz.Decision
 		var err error

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/keygate/keygate/authz"
 )
 
 // Errors a Config.Session resolver returns.
@@ -44,4 +46,16 @@ func SameOrigin(r *http.Request) bool {
 		scheme = "https://"
 	}
 	return r.Host != "" && strings.EqualFold(vs[0], scheme+r.Host)
+}
+
+// SourceOf is the client an admin listener's request comes from, for the engine's
+// per-client budget of unknown keys and its spray detection: the verified client
+// certificate when there is one, else the connection's address. Keys guessed at the
+// admin API or the console's sign-in are counted like keys guessed through Envoy.
+func SourceOf(r *http.Request, p authz.Peer) authz.Source {
+	src := authz.Source{Addr: r.RemoteAddr}
+	if p.Verified {
+		src.Fingerprint = p.Fingerprint
+	}
+	return src
 }

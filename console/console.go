@@ -41,10 +41,12 @@ type Config struct {
 	// IdleTimeout ends a session this long after its last request (0: 15 minutes);
 	// MaxAge ends it this long after sign-in whatever its use (0: 8 hours).
 	IdleTimeout, MaxAge time.Duration
-	// MaxSessions caps the sessions held (0: 1024); further sign-ins are refused
-	// (503) until some expire. MaxPerCaller caps one caller's (0: 8); a sign-in beyond
-	// it ends that caller's oldest session.
-	MaxSessions, MaxPerCaller int
+	// MaxSessions caps the sessions held (0: 1024); when full, an admin's sign-in ends
+	// the longest-idle api-keys session and any other sign-in is refused (503) until
+	// some expire. MaxPerCaller caps one caller's (0: 8) and MaxPerOwner the api-keys
+	// sessions of one owner, all its keys together (0: 32); a sign-in beyond either
+	// ends the oldest of them.
+	MaxSessions, MaxPerCaller, MaxPerOwner int
 }
 
 // Console serves the console's pages and its sign-in, and resolves API requests to
@@ -72,7 +74,10 @@ func New(cfg Config) *Console {
 	if cfg.MaxPerCaller <= 0 {
 		cfg.MaxPerCaller = 8
 	}
-	c := &Console{cfg: cfg, sessions: newSessions(cfg.IdleTimeout, cfg.MaxAge, cfg.MaxSessions, cfg.MaxPerCaller)}
+	if cfg.MaxPerOwner <= 0 {
+		cfg.MaxPerOwner = 32
+	}
+	c := &Console{cfg: cfg, sessions: newSessions(cfg.IdleTimeout, cfg.MaxAge, cfg.MaxSessions, cfg.MaxPerCaller, cfg.MaxPerOwner)}
 	c.mux = http.NewServeMux()
 	c.mux.HandleFunc("GET /console", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/", http.StatusMovedPermanently)
@@ -204,7 +209,8 @@ func (c *Console) peer(r *http.Request) authz.Peer {
 // the client certificate through the engine (it must match the same identity rule).
 func (c *Console) caller(r *http.Request, x session) (authz.Record, error) {
 	if x.cert {
-		d, err := c.cfg.Engine.Authenticate(r.Context(), &authz.Request{Peer: c.peer(r)})
+		p := c.peer(r)
+		d, err := c.cfg.Engine.Authenticate(r.Context(), &authz.Request{Peer: p, Source: admin.SourceOf(r, p)})
 		if err != nil {
 			return authz.Record{}, err
 		}
@@ -305,7 +311,8 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "INVALID_REQUEST", "paste a key, or sign in with your client certificate")
 		return
 	}
-	req := authz.Request{APIKey: in.Key, Peer: c.peer(r)}
+	p := c.peer(r)
+	req := authz.Request{APIKey: in.Key, Peer: p, Source: admin.SourceOf(r, p)}
 	d, err := c.cfg.Engine.Authenticate(r.Context(), &req)
 	ev.RequestID = d.RequestID
 	w.Header().Set("X-Request-Id", d.RequestID)

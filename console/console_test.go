@@ -59,6 +59,13 @@ func (fx *fixture) advance(d time.Duration) {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with serve's cache in front of the store when cache is
+// not nil: its per-client budget of unknown keys and its spray detection.
+func newFixtureWith(t *testing.T, cache *vaultstore.CacheConfig) *fixture {
+	t.Helper()
 	v := shared.Get(t)
 	store, err := vaultstore.New(vaultstore.Config{Client: v.Client(t, nil), Path: vaulttest.UniquePath(t)})
 	if err != nil {
@@ -66,7 +73,16 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f, _ := authz.NewFormat("mgx-sk-")
 	fx := &fixture{format: f, store: store, audit: &safebuf.Buffer{}, now: time.Now()}
-	engine, err := authz.New(authz.Config{Format: f, Lookup: store, Now: fx.clock, IdentityRules: []authz.IdentityRule{
+	var lookup authz.KeyLookup = store
+	if cache != nil {
+		cache.Now = fx.clock
+		c, err := vaultstore.NewCache(store, *cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lookup = c
+	}
+	engine, err := authz.New(authz.Config{Format: f, Lookup: lookup, Now: fx.clock, IdentityRules: []authz.IdentityRule{
 		{Name: "console-robot", SPIFFE: robotSPIFFE, Scopes: []string{admin.ScopeAdmin}},
 	}})
 	if err != nil {

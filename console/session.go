@@ -31,16 +31,17 @@ type session struct {
 // sessions is the table of live sessions, by the SHA-256 of their id: a lookup's
 // timing tells nothing of the ids it holds.
 type sessions struct {
-	mu     sync.Mutex
-	byHash map[[32]byte]*session
-	idle   time.Duration
-	maxAge time.Duration
-	max    int // sessions in all
-	perKey int // sessions of one caller; its oldest goes first
+	mu       sync.Mutex
+	byHash   map[[32]byte]*session
+	idle     time.Duration
+	maxAge   time.Duration
+	max      int // sessions in all
+	perKey   int // sessions of one caller; its oldest goes first
+	perOwner int // api-keys sessions of one owner, whatever its keys; its oldest goes first
 }
 
-func newSessions(idle, maxAge time.Duration, max, perKey int) *sessions {
-	return &sessions{byHash: map[[32]byte]*session{}, idle: idle, maxAge: maxAge, max: max, perKey: perKey}
+func newSessions(idle, maxAge time.Duration, max, perKey, perOwner int) *sessions {
+	return &sessions{byHash: map[[32]byte]*session{}, idle: idle, maxAge: maxAge, max: max, perKey: perKey, perOwner: perOwner}
 }
 
 // token returns 32 random bytes, encoded.
@@ -77,37 +78,61 @@ func (s *sessions) live(x *session, now time.Time) bool {
 }
 
 // add stores x and returns its encoded id. Expired sessions are swept first; beyond
-// perKey sessions of the same caller its oldest is dropped; with max live sessions the
-// sign-in is refused rather than signing someone else out.
+// perKey sessions of the same caller its oldest is dropped, and beyond perOwner
+// api-keys sessions of the same owner (a tenant can mint keys, and each signs in) the
+// owner's oldest is dropped. With max live sessions, an admin's sign-in ends the
+// longest-idle api-keys session; any other sign-in is refused rather than signing
+// someone else out. So no tenant can lock the admins out.
 func (s *sessions) add(x *session, now time.Time) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var oldest [32]byte
-	var oldestAt time.Time
-	mine := 0
+	var mine, owners, idlest oldestOf
 	for h, y := range s.byHash {
 		if !s.live(y, now) {
 			delete(s.byHash, h)
 			continue
 		}
 		if y.keyID == x.keyID && y.owner == x.owner {
-			mine++
-			if oldestAt.IsZero() || y.created.Before(oldestAt) {
-				oldest, oldestAt = h, y.created
+			mine.see(h, y.created)
+		}
+		if !y.admin {
+			if !x.admin && y.owner == x.owner {
+				owners.see(h, y.created)
 			}
+			idlest.see(h, y.seen)
 		}
 	}
-	if mine >= s.perKey {
-		delete(s.byHash, oldest)
+	switch {
+	case mine.n >= s.perKey:
+		delete(s.byHash, mine.h)
+	case owners.n >= s.perOwner:
+		delete(s.byHash, owners.h)
 	}
 	if len(s.byHash) >= s.max {
-		return "", ErrTooManySessions
+		if !x.admin || idlest.n == 0 {
+			return "", ErrTooManySessions
+		}
+		delete(s.byHash, idlest.h)
 	}
 	id := token()
 	h, _ := parseID(id)
 	x.created, x.seen = now, now
 	s.byHash[h] = x
 	return id, nil
+}
+
+// oldestOf counts sessions and remembers the one with the earliest time.
+type oldestOf struct {
+	n  int
+	h  [32]byte
+	at time.Time
+}
+
+func (o *oldestOf) see(h [32]byte, at time.Time) {
+	o.n++
+	if o.n == 1 || at.Before(o.at) {
+		o.h, o.at = h, at
+	}
 }
 
 // get returns a copy of the live session with the encoded id v; an expired one is

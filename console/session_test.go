@@ -3,6 +3,7 @@ package console
 import (
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -153,7 +154,7 @@ func TestSameOrigin(t *testing.T) {
 
 func TestSessionsExpiryAndCaps(t *testing.T) {
 	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
-	s := newSessions(15*time.Minute, 8*time.Hour, 3, 2)
+	s := newSessions(15*time.Minute, 8*time.Hour, 3, 2, 10)
 	a1, err := s.add(&session{keyID: "key_a", csrf: token()}, now)
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +210,55 @@ func TestSessionsExpiryAndCaps(t *testing.T) {
 		if _, ok := s.get(v, now); ok {
 			t.Fatalf("get(%q) found a session", v)
 		}
+	}
+}
+
+// A tenant that mints api-keys keys and signs each in cannot fill the table: its owner
+// keeps at most perOwner sessions, and an admin's sign-in into a full table ends the
+// longest-idle api-keys session instead of being refused.
+func TestSessionsTenantCannotLockAdminsOut(t *testing.T) {
+	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	s := newSessions(15*time.Minute, 8*time.Hour, 6, 2, 3)
+	var tenant []string
+	for i := range 8 { // 4 keys of one owner, 2 sign-ins each
+		v, err := s.add(&session{keyID: fmt.Sprintf("key_t%d", i/2), owner: "acct_t", csrf: token()}, now.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatalf("tenant sign-in %d: %v", i, err)
+		}
+		tenant = append(tenant, v)
+	}
+	if got := s.len(); got != 3 {
+		t.Fatalf("one owner holds %d sessions, want its cap 3", got)
+	}
+	at := now.Add(10 * time.Second)
+	for i, v := range tenant {
+		if _, ok := s.get(v, at); ok != (i >= 5) {
+			t.Fatalf("tenant session %d live=%v: the owner's oldest must go first", i, ok)
+		}
+	}
+	// Other owners fill the rest of the table; then an admin still signs in.
+	for i := range 3 {
+		if _, err := s.add(&session{keyID: fmt.Sprintf("key_o%d", i), owner: fmt.Sprintf("acct_o%d", i), csrf: token()}, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.add(&session{keyID: "key_x", owner: "acct_x", csrf: token()}, at); err != ErrTooManySessions {
+		t.Fatalf("a tenant's sign-in into a full table: %v", err)
+	}
+	s.touch(tenant[6], at)
+	s.touch(tenant[7], at)
+	a, err := s.add(&session{keyID: "key_admin", owner: "acct_ops", admin: true, csrf: token()}, at.Add(time.Second))
+	if err != nil {
+		t.Fatalf("an admin's sign-in into a full table: %v", err)
+	}
+	if _, ok := s.get(a, at.Add(time.Second)); !ok {
+		t.Fatal("the admin's session is not live")
+	}
+	if _, ok := s.get(tenant[5], at.Add(time.Second)); ok {
+		t.Fatal("the longest-idle api-keys session was kept")
+	}
+	if s.len() != 6 {
+		t.Fatalf("%d sessions, want 6", s.len())
 	}
 }
 

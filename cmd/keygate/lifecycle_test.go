@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -252,6 +253,25 @@ func TestAdminAPIThroughServe(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Fatalf("GET /api-keys without a key: %d", resp.StatusCode)
+	}
+	// A plain-HTTP listener on loopback answers only as localhost or a loopback
+	// address: a name rebound to 127.0.0.1 by an attacker's DNS gets 421, the admin
+	// key notwithstanding, on the API and the console alike.
+	_, port, _ := net.SplitHostPort(adminAddr)
+	for host, want := range map[string]int{"localhost:" + port: 200, adminAddr: 200, "rebind.attacker.example:" + port: 421} {
+		for _, path := range []string{"/api-keys", "/console/"} {
+			req, _ := http.NewRequest("GET", "http://"+adminAddr+path, nil)
+			req.Host = host
+			req.Header.Set("Authorization", "Bearer "+adminKey.Key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("GET %s as Host %s: %d, want %d", path, host, resp.StatusCode, want)
+			}
+		}
 	}
 }
 

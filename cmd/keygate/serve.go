@@ -382,8 +382,18 @@ func serve(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, 
 func adminHandler(engine *authz.Engine, store *vaultstore.Store, format authz.Format, auditLog *audit.Log,
 	usage *vaultstore.Usage, usageReader admin.UsageReader, cfg config, tls *certs.Reloader) http.Handler {
 	con := console.New(console.Config{Engine: engine, Store: store, Audit: auditLog, PeerOf: peerOf(tls), Usage: usage})
-	return con.Handler(admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
+	h := con.Handler(admin.New(admin.Config{Engine: engine, Store: store, Format: format, Audit: auditLog, Usage: usage,
 		DefaultGrace: time.Duration(cfg.RotationGrace), PeerOf: peerOf(tls), UsageStats: usageReader, Session: con.Resolve}))
+	if tls == nil && loopbackAddr(cfg.AdminAddr) {
+		h = console.LoopbackHosts(h) // no DNS rebinding onto a loopback listener
+	}
+	return h
+}
+
+// loopbackAddr reports whether a listen address binds only a loopback interface.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && host != "" && console.LoopbackHost(host)
 }
 
 // expvarHandler serves memstats and keygate's own variables as JSON. expvar's global
