@@ -281,7 +281,8 @@ func (s *Server) Register(g *grpc.Server) { g.RegisterService(&authorizationDesc
 // error is non-nil only when keygate could not decide, and Envoy then applies the
 // filter's status_on_error.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	resp, err := s.answer(ctx, req)
+	in := inputOf(req)
+	resp, err := s.answerInput(ctx, &in)
 	switch r := resp.(type) {
 	case *allowedResponse:
 		return &r.CheckResponse, nil
@@ -294,8 +295,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // answer is Check for the gRPC handler: an allowed answer is an *allowedResponse, the
 // others an *authv3.CheckResponse; nil with the error when keygate could not decide.
 func (s *Server) answer(ctx context.Context, req *authv3.CheckRequest) (any, error) {
+	in := inputOf(req)
+	return s.answerInput(ctx, &in)
+}
+
+// answerInput is answer for what a check reads of the request.
+func (s *Server) answerInput(ctx context.Context, in *checkInput) (any, error) {
 	start := time.Now()
-	d, resp, err := s.check(ctx, req, start)
+	d, resp, err := s.check(ctx, in, start)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		// Decision and reason, never key material, on the Check span.
 		span.SetAttributes(attribute.String("keygate.decision", decisionOf(d.Reason)),
@@ -313,12 +320,12 @@ func (s *Server) answer(ctx context.Context, req *authv3.CheckRequest) (any, err
 
 // check decides req and builds the answer (an *allowedResponse or an
 // *authv3.CheckResponse); answer observes it. start is when the check began.
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time.Time) (authz.Decision, any, error) {
-	areq, fwd := requestFrom(req.GetAttributes().GetRequest().GetHttp())
+func (s *Server) check(ctx context.Context, in *checkInput, start time.Time) (authz.Decision, any, error) {
+	areq := in.req
 	if s.verifier != nil {
-		areq.Peer = s.peer(req.GetAttributes().GetSource().GetCertificate(), fwd)
+		areq.Peer = s.peer(in.cert, in.fwd)
 	}
-	areq.Source.Addr = req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
+	areq.Source.Addr = in.addr
 	if areq.Peer.Verified {
 		areq.Source.Fingerprint = areq.Peer.Fingerprint
 	}
@@ -346,7 +353,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time
 		}
 		if s.audit != nil {
 			ev := audit.Event{Event: audit.AuthFailed, Reason: d.Reason.String(), Status: d.Denial.Status,
-				KeyID: d.Record.ID, Owner: d.Record.Owner, RequestID: d.RequestID, Source: source(req)}
+				KeyID: d.Record.ID, Owner: d.Record.Owner, RequestID: d.RequestID, Source: in.source()}
 			if d.Reason == authz.ReasonExpired {
 				ev.Event = audit.KeyExpiredOnUse
 			}
@@ -402,12 +409,11 @@ func rateHeaders(hs *[3]header, rl *ratelimit.Result) int {
 }
 
 // source is the client's address as Envoy saw it ("ip:port"), for the audit log.
-func source(req *authv3.CheckRequest) string {
-	sa := req.GetAttributes().GetSource().GetAddress().GetSocketAddress()
-	if sa == nil {
+func (in *checkInput) source() string {
+	if !in.socket {
 		return ""
 	}
-	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+	return net.JoinHostPort(in.addr, strconv.FormatUint(uint64(in.port), 10))
 }
 
 // requestFrom reads the credential headers from both places Envoy may put them: the
@@ -446,7 +452,21 @@ type forwarded struct {
 // equal-length EqualFold is an ASCII case-insensitive match: every non-ASCII rune that
 // folds to ASCII is longer than it.
 func collect(r *authz.Request, fwd *forwarded, name, value string) {
-	var dst *string
+	dst, partial := target(r, fwd, name)
+	switch {
+	case partial:
+		r.BodyPartial = value == "true"
+	case dst == nil:
+	case *dst == "":
+		*dst = value
+	default:
+		*dst += "," + value
+	}
+}
+
+// target is where collect keeps the value of the header name: a field of r or fwd, or
+// the partial-body flag; nil and false for a header no check reads.
+func target(r *authz.Request, fwd *forwarded, name string) (dst *string, partial bool) {
 	switch len(name) {
 	case len(headerAPIKey): // and forwarded
 		if dst = pick(name, headerAPIKey, &r.APIKey); dst == nil {
@@ -471,19 +491,9 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	case len(headerXFCC):
 		dst = pick(name, headerXFCC, &fwd.xfcc)
 	case len(headerPartialBody):
-		if name == headerPartialBody || strings.EqualFold(name, headerPartialBody) {
-			r.BodyPartial = value == "true"
-		}
-		return
+		partial = name == headerPartialBody || strings.EqualFold(name, headerPartialBody)
 	}
-	if dst == nil {
-		return
-	}
-	if *dst == "" {
-		*dst = value
-	} else {
-		*dst += "," + value
-	}
+	return dst, partial
 }
 
 // pick returns dst when name, as long as lower (a lower-case header name), is lower in
