@@ -23,6 +23,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/keygate/keygate/authz"
 )
 
@@ -386,4 +389,49 @@ func BenchmarkDecodeCheck(b *testing.B) {
 			_ = in
 		}
 	})
+}
+
+// BenchmarkServerCheckWire is a check from the request's bytes to the answer's, as the
+// gRPC server runs it under Codec without its transport: decoding what a check reads
+// (input), or the whole request with proto.Unmarshal as before decodeInput (proto);
+// then the check and the answer's encoding.
+func BenchmarkServerCheckWire(b *testing.B) {
+	for _, name := range []string{"input", "proto", "input-sdk"} {
+		b.Run(name, func(b *testing.B) {
+			if name == "input-sdk" { // with the OTel SDK meter provider serve installs
+				prev := otel.GetMeterProvider()
+				otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())))
+				defer otel.SetMeterProvider(prev)
+			}
+			s, req := benchServer(b)
+			data := marshal(b, req)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				var resp any
+				var err error
+				if name != "proto" {
+					w := new(wireRequest)
+					if err := unmarshal(data, w, w); err != nil || !w.decoded {
+						b.Fatal(err)
+					}
+					resp, err = s.answerInput(ctx, w.input())
+				} else {
+					m := new(authv3.CheckRequest)
+					if err := proto.Unmarshal(data, m); err != nil {
+						b.Fatal(err)
+					}
+					resp, err = s.answer(ctx, m)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				out, err := codec{}.Marshal(resp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				out.Free()
+			}
+		})
+	}
 }
