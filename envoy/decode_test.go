@@ -394,16 +394,17 @@ func BenchmarkDecodeCheck(b *testing.B) {
 // BenchmarkServerCheckWire is a check from the request's bytes to the answer's, as the
 // gRPC server runs it under Codec without its transport: decoding what a check reads
 // (input), or the whole request with proto.Unmarshal as before decodeInput (proto);
-// then the check and the answer's encoding.
+// then the check and the answer's encoding. -sdk: with the OTel SDK meter provider;
+// policy: with scripts/bench's policy and local rate-limit plan.
 func BenchmarkServerCheckWire(b *testing.B) {
-	for _, name := range []string{"input", "proto", "input-sdk"} {
+	for _, name := range []string{"input", "proto", "input-sdk", "policy-sdk"} {
 		b.Run(name, func(b *testing.B) {
-			if name == "input-sdk" { // with the OTel SDK meter provider serve installs
+			if strings.HasSuffix(name, "-sdk") { // with the OTel SDK meter provider serve installs
 				prev := otel.GetMeterProvider()
 				otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())))
 				defer otel.SetMeterProvider(prev)
 			}
-			s, req := benchServer(b)
+			s, req := benchServerWith(b, name == "policy-sdk")
 			data := marshal(b, req)
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -423,8 +424,8 @@ func BenchmarkServerCheckWire(b *testing.B) {
 					}
 					resp, err = s.answer(ctx, m)
 				}
-				if err != nil {
-					b.Fatal(err)
+				if _, ok := resp.(*allowedResponse); !ok || err != nil {
+					b.Fatal(resp, err)
 				}
 				out, err := codec{}.Marshal(resp)
 				if err != nil {

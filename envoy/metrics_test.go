@@ -3,6 +3,7 @@ package envoy
 import (
 	"context"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -74,5 +75,29 @@ func TestChecksCounted(t *testing.T) {
 	want[authz.ReasonMissing.String()] = 3
 	if got := checksCounted(t, reader); !maps.Equal(got, want) {
 		t.Fatalf("then counted %v, want %v", got, want)
+	}
+}
+
+// countLog is a Counter that keeps the reasons it is told of.
+type countLog struct{ reasons []authz.Reason }
+
+func (c *countLog) Count(d *authz.Decision, _ time.Time) { c.reasons = append(c.reasons, d.Reason) }
+
+// Every check is told to the Counter once, with its decision.
+func TestCounterToldEveryCheck(t *testing.T) {
+	c := &countLog{}
+	s := newServer(t, newEngine(t, staticLookup{}, authz.ProfileMagicx), Options{Counter: c})
+	for _, authorization := range []string{"", "Basic abc"} {
+		req := envoyShaped(t)
+		delete(req.Attributes.Request.Http.Headers, "authorization")
+		if authorization != "" {
+			req.Attributes.Request.Http.Headers["authorization"] = authorization
+		}
+		if _, err := s.Check(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []authz.Reason{authz.ReasonMissing, authz.ReasonMalformed}; !slices.Equal(c.reasons, want) {
+		t.Fatalf("counted %v, want %v", c.reasons, want)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/ratelimit"
+	"github.com/keygate/keygate/usage"
 )
 
 // Headers keygate sets on allowed requests, for the upstream.
@@ -310,12 +311,23 @@ func (s *Server) answerInput(ctx context.Context, in *checkInput) (any, error) {
 	}
 	s.metrics.record(ctx, &d, start)
 	if s.counter != nil {
-		s.counter.Count(&d, start)
+		s.count(&d, start)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// count tells the Counter of d: the usage aggregator by a direct call, which keeps
+// the decision on the stack; another Counter is given a copy.
+func (s *Server) count(d *authz.Decision, at time.Time) {
+	if a, ok := s.counter.(*usage.Aggregator); ok {
+		a.Count(d, at)
+		return
+	}
+	c := *d
+	s.counter.Count(&c, at)
 }
 
 // check decides req and builds the answer (an *allowedResponse or an
@@ -339,8 +351,12 @@ func (s *Server) check(ctx context.Context, in *checkInput, start time.Time) (au
 		return d, nil, status.Error(codes.Unavailable, "keygate could not decide")
 	}
 	var rl *ratelimit.Result
+	var res ratelimit.Result
 	if d.Allowed() && s.limits != nil {
-		d, rl = s.limit(ctx, d)
+		var limited bool
+		if d, res, limited = s.limit(ctx, d); limited {
+			rl = &res
+		}
 	}
 	if !d.Allowed() {
 		if s.log.Enabled(ctx, slog.LevelInfo) {
@@ -371,28 +387,37 @@ func (s *Server) check(ctx context.Context, in *checkInput, start time.Time) (au
 	return d, s.allowed(&d, rl), nil
 }
 
-// limit counts an allowed request against the key's rate limits. The result is nil
+// limit counts an allowed request against the key's rate limits. limited is false
 // when no limit applies.
-func (s *Server) limit(ctx context.Context, d authz.Decision) (authz.Decision, *ratelimit.Result) {
-	res, applied, err := s.limits.Check(ctx, &d.Record)
+func (s *Server) limit(ctx context.Context, d authz.Decision) (_ authz.Decision, _ ratelimit.Result, limited bool) {
+	var res ratelimit.Result
+	var applied bool
+	var err error
+	if l, ok := s.limits.(*ratelimit.Limiter); ok {
+		// A direct call, which keeps d on the stack.
+		res, applied, err = l.Check(ctx, &d.Record)
+	} else {
+		rec := d.Record
+		res, applied, err = s.limits.Check(ctx, &rec)
+	}
 	switch {
 	case err != nil && s.failOpen:
 		s.metrics.limiterDown.Add(ctx, 1, s.metrics.failOpen)
 		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; allowing (fail open)",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
-		return d, nil
+		return d, res, false
 	case err != nil:
 		s.metrics.limiterDown.Add(ctx, 1, s.metrics.failClosed)
 		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; denying (fail closed)",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
-		return s.engine.LimiterUnavailable(d), nil
+		return s.engine.LimiterUnavailable(d), res, false
 	case !applied:
-		return d, nil
+		return d, res, false
 	case !res.Allowed:
 		s.metrics.rateLimited.Add(ctx, 1)
-		return s.engine.RateLimited(d, res.RetryAfter), &res
+		return s.engine.RateLimited(d, res.RetryAfter), res, true
 	}
-	return d, &res
+	return d, res, true
 }
 
 // rateHeaders sets the X-RateLimit-* headers for the client in hs, and returns how
