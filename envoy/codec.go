@@ -71,13 +71,27 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return fmt.Errorf("failed to unmarshal, message is %T, want proto.Message", v)
 	}
 	if len(data) == 1 {
-		// One buffer (a request in one HTTP/2 frame): read in place. proto.Unmarshal
-		// copies what it keeps; gRPC frees the buffer after.
-		return proto.Unmarshal(data[0].ReadOnlyData(), m)
+		// One buffer (a request in one HTTP/2 frame): read in place. Both decoders copy
+		// what they keep; gRPC frees the buffer after.
+		return unmarshal(data[0].ReadOnlyData(), v, m)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	return proto.Unmarshal(buf.ReadOnlyData(), m)
+	return unmarshal(buf.ReadOnlyData(), v, m)
+}
+
+// unmarshal decodes b into v (m is v as a proto.Message). A Check request is decoded
+// only as far as a check reads it, unless decodeInput leaves it to proto.Unmarshal;
+// proto.Unmarshal's error is the one returned for bytes either refuses.
+func unmarshal(b []byte, v any, m proto.Message) error {
+	if w, ok := v.(*wireRequest); ok {
+		var f wireFields
+		if decodeInput(b, &f, &w.in) == nil {
+			w.decoded = true
+			return nil
+		}
+	}
+	return proto.Unmarshal(b, m)
 }
 
 func messageOf(v any) proto.Message {
@@ -102,13 +116,19 @@ var authorizationDesc = grpc.ServiceDesc{
 }
 
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	s := srv.(*Server)
+	if interceptor == nil {
+		// Nothing else sees the request: under Codec, only what a check reads of it is
+		// decoded.
+		w := new(wireRequest)
+		if err := dec(w); err != nil {
+			return nil, err
+		}
+		return s.answerInput(ctx, w.input())
+	}
 	in := new(authv3.CheckRequest)
 	if err := dec(in); err != nil {
 		return nil, err
-	}
-	s := srv.(*Server)
-	if interceptor == nil {
-		return s.answer(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
 	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {

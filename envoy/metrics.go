@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -17,25 +18,38 @@ const meterName = "github.com/keygate/keygate/envoy"
 // metrics are the adapter's instruments, from the global MeterProvider. Attribute sets
 // are made once per reason, so recording a check allocates nothing.
 type metrics struct {
-	checks      metric.Int64Counter
+	// checks counts checks per reason (indexed by authz.Reason) in atomic counters,
+	// reported to the observable counter keygate.checks when metrics are collected:
+	// a check costs one atomic add, not a measurement through the SDK. A reason is
+	// reported once it has a check, as a synchronous counter's series appears with its
+	// first measurement. Several Servers under one MeterProvider each report theirs, and
+	// the SDK adds them up (an observable counter's observations of one attribute set
+	// within one collection are summed).
+	checks      []atomic.Int64
 	duration    metric.Float64Histogram
 	rateLimited metric.Int64Counter
 	limiterDown metric.Int64Counter
 	perKey      metric.Int64Counter // nil unless per-key counts are on
 	// Per reason (indexed by authz.Reason), the options slices passed to Add and Record:
 	// made once, so recording allocates nothing.
-	addByReason    [][]metric.AddOption
-	recordByReason [][]metric.RecordOption
-	failOpen       metric.MeasurementOption
-	failClosed     metric.MeasurementOption
+	observeByReason []metric.ObserveOption
+	recordByReason  [][]metric.RecordOption
+	failOpen        metric.MeasurementOption
+	failClosed      metric.MeasurementOption
 }
 
-func newMetrics(perKey bool) (*metrics, error) {
-	m := otel.Meter(meterName)
+func newMetrics(perKey bool) (*metrics, error) { return newMetricsOf(otel.Meter(meterName), perKey) }
+
+// newMetricsOf makes the instruments on m. The observable counter's callback stays
+// registered with m's provider, and reports every check since the Server was made:
+// under the global MeterProvider before otel.SetMeterProvider (serve sets it first),
+// checks made before it was set are reported too.
+func newMetricsOf(m metric.Meter, perKey bool) (*metrics, error) {
 	var out metrics
 	var err error
-	if out.checks, err = m.Int64Counter("keygate.checks",
-		metric.WithDescription("Authorization checks by decision and reason.")); err != nil {
+	checks, err := m.Int64ObservableCounter("keygate.checks",
+		metric.WithDescription("Authorization checks by decision and reason."))
+	if err != nil {
 		return nil, err
 	}
 	if out.duration, err = m.Float64Histogram("keygate.check.duration", metric.WithUnit("s"),
@@ -60,8 +74,19 @@ func newMetrics(perKey bool) (*metrics, error) {
 	for _, r := range authz.Reasons() {
 		set := metric.WithAttributeSet(attribute.NewSet(
 			attribute.String("decision", decisionOf(r)), attribute.String("reason", r.String())))
-		out.addByReason = append(out.addByReason, []metric.AddOption{set})
+		out.observeByReason = append(out.observeByReason, set)
 		out.recordByReason = append(out.recordByReason, []metric.RecordOption{set})
+	}
+	out.checks = make([]atomic.Int64, len(out.observeByReason))
+	if _, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for r := range out.checks {
+			if n := out.checks[r].Load(); n > 0 {
+				o.ObserveInt64(checks, n, out.observeByReason[r])
+			}
+		}
+		return nil
+	}, checks); err != nil {
+		return nil, err
 	}
 	out.failOpen = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "allowed")))
 	out.failClosed = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "denied")))
@@ -76,7 +101,7 @@ func newMetrics(perKey bool) (*metrics, error) {
 
 // record counts one decided check.
 func (m *metrics) record(ctx context.Context, d *authz.Decision, start time.Time) {
-	m.checks.Add(ctx, 1, m.addByReason[d.Reason]...)
+	m.checks[d.Reason].Add(1)
 	m.duration.Record(ctx, time.Since(start).Seconds(), m.recordByReason[d.Reason]...)
 	if m.perKey != nil && d.Record.ID != "" {
 		m.perKey.Add(ctx, 1, metric.WithAttributes(attribute.String("key_id", d.Record.ID),

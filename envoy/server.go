@@ -30,6 +30,7 @@ import (
 	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/certs"
 	"github.com/keygate/keygate/ratelimit"
+	"github.com/keygate/keygate/usage"
 )
 
 // Headers keygate sets on allowed requests, for the upstream.
@@ -281,7 +282,8 @@ func (s *Server) Register(g *grpc.Server) { g.RegisterService(&authorizationDesc
 // error is non-nil only when keygate could not decide, and Envoy then applies the
 // filter's status_on_error.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	resp, err := s.answer(ctx, req)
+	in := inputOf(req)
+	resp, err := s.answerInput(ctx, &in)
 	switch r := resp.(type) {
 	case *allowedResponse:
 		return &r.CheckResponse, nil
@@ -294,8 +296,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // answer is Check for the gRPC handler: an allowed answer is an *allowedResponse, the
 // others an *authv3.CheckResponse; nil with the error when keygate could not decide.
 func (s *Server) answer(ctx context.Context, req *authv3.CheckRequest) (any, error) {
+	in := inputOf(req)
+	return s.answerInput(ctx, &in)
+}
+
+// answerInput is answer for what a check reads of the request.
+func (s *Server) answerInput(ctx context.Context, in *checkInput) (any, error) {
 	start := time.Now()
-	d, resp, err := s.check(ctx, req, start)
+	d, resp, err := s.check(ctx, in, start)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		// Decision and reason, never key material, on the Check span.
 		span.SetAttributes(attribute.String("keygate.decision", decisionOf(d.Reason)),
@@ -303,7 +311,7 @@ func (s *Server) answer(ctx context.Context, req *authv3.CheckRequest) (any, err
 	}
 	s.metrics.record(ctx, &d, start)
 	if s.counter != nil {
-		s.counter.Count(&d, start)
+		s.count(&d, start)
 	}
 	if err != nil {
 		return nil, err
@@ -311,14 +319,25 @@ func (s *Server) answer(ctx context.Context, req *authv3.CheckRequest) (any, err
 	return resp, nil
 }
 
+// count tells the Counter of d: the usage aggregator by a direct call, which keeps
+// the decision on the stack; another Counter is given a copy.
+func (s *Server) count(d *authz.Decision, at time.Time) {
+	if a, ok := s.counter.(*usage.Aggregator); ok {
+		a.Count(d, at)
+		return
+	}
+	c := *d
+	s.counter.Count(&c, at)
+}
+
 // check decides req and builds the answer (an *allowedResponse or an
 // *authv3.CheckResponse); answer observes it. start is when the check began.
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time.Time) (authz.Decision, any, error) {
-	areq, fwd := requestFrom(req.GetAttributes().GetRequest().GetHttp())
+func (s *Server) check(ctx context.Context, in *checkInput, start time.Time) (authz.Decision, any, error) {
+	areq := in.req
 	if s.verifier != nil {
-		areq.Peer = s.peer(req.GetAttributes().GetSource().GetCertificate(), fwd)
+		areq.Peer = s.peer(in.cert, in.fwd)
 	}
-	areq.Source.Addr = req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
+	areq.Source.Addr = in.addr
 	if areq.Peer.Verified {
 		areq.Source.Fingerprint = areq.Peer.Fingerprint
 	}
@@ -332,8 +351,12 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time
 		return d, nil, status.Error(codes.Unavailable, "keygate could not decide")
 	}
 	var rl *ratelimit.Result
+	var res ratelimit.Result
 	if d.Allowed() && s.limits != nil {
-		d, rl = s.limit(ctx, d)
+		var limited bool
+		if d, res, limited = s.limit(ctx, d); limited {
+			rl = &res
+		}
 	}
 	if !d.Allowed() {
 		if s.log.Enabled(ctx, slog.LevelInfo) {
@@ -346,7 +369,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time
 		}
 		if s.audit != nil {
 			ev := audit.Event{Event: audit.AuthFailed, Reason: d.Reason.String(), Status: d.Denial.Status,
-				KeyID: d.KeyID, Owner: d.Owner, RequestID: d.RequestID, Source: source(req)}
+				KeyID: d.KeyID, Owner: d.Owner, RequestID: d.RequestID, Source: in.source()}
 			if d.Reason == authz.ReasonExpired {
 				ev.Event = audit.KeyExpiredOnUse
 			}
@@ -364,28 +387,37 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest, start time
 	return d, s.allowed(&d, rl), nil
 }
 
-// limit counts an allowed request against the key's rate limits. The result is nil
+// limit counts an allowed request against the key's rate limits. limited is false
 // when no limit applies.
-func (s *Server) limit(ctx context.Context, d authz.Decision) (authz.Decision, *ratelimit.Result) {
-	res, applied, err := s.limits.Check(ctx, &d.Record)
+func (s *Server) limit(ctx context.Context, d authz.Decision) (_ authz.Decision, _ ratelimit.Result, limited bool) {
+	var res ratelimit.Result
+	var applied bool
+	var err error
+	if l, ok := s.limits.(*ratelimit.Limiter); ok {
+		// A direct call, which keeps d on the stack.
+		res, applied, err = l.Check(ctx, &d.Record)
+	} else {
+		rec := d.Record
+		res, applied, err = s.limits.Check(ctx, &rec)
+	}
 	switch {
 	case err != nil && s.failOpen:
 		s.metrics.limiterDown.Add(ctx, 1, s.metrics.failOpen)
 		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; allowing (fail open)",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
-		return d, nil
+		return d, res, false
 	case err != nil:
 		s.metrics.limiterDown.Add(ctx, 1, s.metrics.failClosed)
 		s.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter unavailable; denying (fail closed)",
 			slog.String("request_id", d.RequestID), slog.String("error", err.Error()))
-		return s.engine.LimiterUnavailable(d), nil
+		return s.engine.LimiterUnavailable(d), res, false
 	case !applied:
-		return d, nil
+		return d, res, false
 	case !res.Allowed:
 		s.metrics.rateLimited.Add(ctx, 1)
-		return s.engine.RateLimited(d, res.RetryAfter), &res
+		return s.engine.RateLimited(d, res.RetryAfter), res, true
 	}
-	return d, &res
+	return d, res, true
 }
 
 // rateHeaders sets the X-RateLimit-* headers for the client in hs, and returns how
@@ -402,12 +434,11 @@ func rateHeaders(hs *[3]header, rl *ratelimit.Result) int {
 }
 
 // source is the client's address as Envoy saw it ("ip:port"), for the audit log.
-func source(req *authv3.CheckRequest) string {
-	sa := req.GetAttributes().GetSource().GetAddress().GetSocketAddress()
-	if sa == nil {
+func (in *checkInput) source() string {
+	if !in.socket {
 		return ""
 	}
-	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+	return net.JoinHostPort(in.addr, strconv.FormatUint(uint64(in.port), 10))
 }
 
 // requestFrom reads the credential headers from both places Envoy may put them: the
@@ -446,7 +477,21 @@ type forwarded struct {
 // equal-length EqualFold is an ASCII case-insensitive match: every non-ASCII rune that
 // folds to ASCII is longer than it.
 func collect(r *authz.Request, fwd *forwarded, name, value string) {
-	var dst *string
+	dst, partial := target(r, fwd, name)
+	switch {
+	case partial:
+		r.BodyPartial = value == "true"
+	case dst == nil:
+	case *dst == "":
+		*dst = value
+	default:
+		*dst += "," + value
+	}
+}
+
+// target is where collect keeps the value of the header name: a field of r or fwd, or
+// the partial-body flag; nil and false for a header no check reads.
+func target(r *authz.Request, fwd *forwarded, name string) (dst *string, partial bool) {
 	switch len(name) {
 	case len(headerAPIKey): // and forwarded
 		if dst = pick(name, headerAPIKey, &r.APIKey); dst == nil {
@@ -471,19 +516,9 @@ func collect(r *authz.Request, fwd *forwarded, name, value string) {
 	case len(headerXFCC):
 		dst = pick(name, headerXFCC, &fwd.xfcc)
 	case len(headerPartialBody):
-		if name == headerPartialBody || strings.EqualFold(name, headerPartialBody) {
-			r.BodyPartial = value == "true"
-		}
-		return
+		partial = name == headerPartialBody || strings.EqualFold(name, headerPartialBody)
 	}
-	if dst == nil {
-		return
-	}
-	if *dst == "" {
-		*dst = value
-	} else {
-		*dst += "," + value
-	}
+	return dst, partial
 }
 
 // pick returns dst when name, as long as lower (a lower-case header name), is lower in

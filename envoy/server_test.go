@@ -32,6 +32,7 @@ import (
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/audit"
 	"github.com/keygate/keygate/internal/vaulttest"
+	"github.com/keygate/keygate/ratelimit"
 	"github.com/keygate/keygate/vaultstore"
 )
 
@@ -489,13 +490,41 @@ func BenchmarkServerCheckEncoded(b *testing.B) {
 
 // benchServer is a Server with the usage recorder serve uses, and a valid key's
 // Envoy-shaped request.
-func benchServer(b *testing.B) (*Server, *authv3.CheckRequest) {
+func benchServer(b *testing.B) (*Server, *authv3.CheckRequest) { return benchServerWith(b, false) }
+
+// benchPolicy is scripts/bench's realistic policy: 5 routes, the request matching the
+// third, which needs a scope.
+var benchPolicy = authz.Policy{Routes: []authz.Route{
+	{Name: "models", Methods: []string{"GET"}, Prefix: "/v1/models", Scope: "models:read"},
+	{Name: "embeddings", Methods: []string{"POST"}, Path: "/v1/embeddings", Scope: "embeddings"},
+	{Name: "chat", Methods: []string{"POST"}, Path: "/v1/chat/completions", Scope: "chat:completions"},
+	{Name: "files", Prefix: "/v1/files/", Scope: "files"},
+	{Name: "audio", Methods: []string{"POST"}, Pattern: "/v1/audio/*", Scope: "audio"},
+}}
+
+// benchServerWith is benchServer, with policy: scripts/bench's policy and its local
+// rate-limit plan (per key and per owner, never reached).
+func benchServerWith(b *testing.B, policy bool) (*Server, *authv3.CheckRequest) {
 	f, _ := authz.NewFormat(prefix)
 	key, rec, err := f.Issue(authz.KeySpec{Name: "bench", Owner: "acct_bench", Scopes: []string{"chat:completions", "models:read"}}, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
-	e, err := authz.New(authz.Config{Format: f, Lookup: staticLookup{rec}})
+	cfg := authz.Config{Format: f, Lookup: staticLookup{rec}}
+	var opts Options
+	if policy {
+		cfg.Policy = benchPolicy
+		local, err := ratelimit.NewLocal(0, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		plans := map[string]ratelimit.Plan{"standard": {PerMinute: 100_000_000, Burst: 10_000_000,
+			OwnerPerMinute: 1_000_000_000, OwnerBurst: 100_000_000}}
+		if opts.Limits, err = ratelimit.New(local, plans, "standard"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	e, err := authz.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -508,7 +537,8 @@ func benchServer(b *testing.B) (*Server, *authv3.CheckRequest) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := NewServer(e, Options{Usage: store.NewUsage()})
+	opts.Usage = store.NewUsage()
+	s, err := NewServer(e, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/keygate/keygate/authz"
@@ -84,7 +85,8 @@ func (l *Limiter) Check(ctx context.Context, rec *authz.Record) (res Result, app
 			return Result{}, false, nil
 		}
 	}
-	buckets := make([]Bucket, 0, 2)
+	var held [2]Bucket
+	buckets := held[:0]
 	if p.PerMinute > 0 {
 		buckets = append(buckets, Bucket{Key: "key:" + rec.ID, Limit: limit(p.PerMinute, p.Burst)})
 	}
@@ -94,7 +96,11 @@ func (l *Limiter) Check(ctx context.Context, rec *authz.Record) (res Result, app
 	if len(buckets) == 0 {
 		return Result{}, false, nil
 	}
-	res, err = l.backend.Allow(ctx, buckets)
+	if local, ok := l.backend.(*Local); ok {
+		res, err = local.Allow(ctx, buckets) // a direct call: buckets stay on the stack
+	} else {
+		res, err = l.backend.Allow(ctx, slices.Clone(buckets))
+	}
 	return res, true, err
 }
 

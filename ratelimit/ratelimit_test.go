@@ -3,11 +3,13 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/redistest"
@@ -144,5 +146,52 @@ func TestRedisDown(t *testing.T) {
 	srv.Stop()
 	if _, _, err := l.Check(context.Background(), &authz.Record{ID: "key_down"}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Redis down: %v", err)
+	}
+}
+
+// TestLocalAllowIsReservations: Allow, which takes tokens without reservations when
+// every bucket has one, answers and counts exactly as reserving in every bucket (and
+// cancelling all when one refuses) does, over a random run of keys, owners, repeated
+// buckets and clock steps.
+func TestLocalAllowIsReservations(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fast, err := NewLocal(0, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := NewLocal(0, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserveAll := func(l *Local, buckets []Bucket) Result {
+		now := l.now()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		var lims []*rate.Limiter
+		for _, b := range buckets {
+			lims = append(lims, l.bucket(b, now))
+		}
+		return l.reserve(buckets, lims, now)
+	}
+	keys := []Bucket{{"key:a", Limit{60, 3}}, {"key:b", Limit{120, 2}}}
+	owners := []Bucket{{"owner:x", Limit{30, 4}}, {"owner:y", Limit{60, 1}}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 5000 {
+		k := keys[rng.IntN(len(keys))]
+		var buckets []Bucket
+		switch rng.IntN(4) {
+		case 0:
+			buckets = []Bucket{k}
+		case 1:
+			buckets = []Bucket{k, k}
+		default:
+			buckets = []Bucket{k, owners[rng.IntN(len(owners))]}
+		}
+		got, _ := fast.Allow(context.Background(), buckets)
+		want := reserveAll(ref, buckets)
+		if got != want {
+			t.Fatalf("check %d of %v: %+v, want %+v", i, buckets, got, want)
+		}
+		clk.Advance(time.Duration(rng.IntN(1500)) * time.Millisecond)
 	}
 }

@@ -13,7 +13,7 @@
 // both servers at half of keygate's saturation rate (paced, latency from each call's
 // scheduled start), measures the cold path (a key's first check, and the Vault reads
 // for 100 concurrent first checks of one key), and, with -cpuprofile, writes a CPU
-// profile of keygate serve under the same load.
+// profile of each keygate serve under the same load.
 //
 // The generator and the servers share the machine: figures are for comparison within
 // one run, not absolute.
@@ -66,7 +66,7 @@ var (
 	conns       = flag.Int("conns", 4, "gRPC connections the callers share")
 	nkeys       = flag.Int("keys", 50, "valid keys the checks are spread over")
 	halfFor     = flag.Duration("half", 5*time.Second, "length of the half-saturation run")
-	cpuprofile  = flag.String("cpuprofile", "", "write a CPU profile of keygate serve under load to this file")
+	cpuprofile  = flag.String("cpuprofile", "", "write a CPU profile of keygate serve under load to this file (x.pprof), and one of keygate+policy+ratelimit to x-policy.pprof")
 )
 
 const (
@@ -205,6 +205,9 @@ func run() error {
 	}
 	if *cpuprofile != "" {
 		if err := profile(kg, reqs, *cpuprofile); err != nil {
+			return err
+		}
+		if err := profile(kgPolicy, reqs, strings.TrimSuffix(*cpuprofile, ".pprof")+"-policy.pprof"); err != nil {
 			return err
 		}
 	}
@@ -426,7 +429,7 @@ func vaultRecordReads(s *server) (int64, error) {
 	return n, sc.Err()
 }
 
-// profile takes a 10 s CPU profile of keygate serve while the callers load it.
+// profile takes a 10 s CPU profile of a keygate serve while the callers load it.
 func profile(s *server, reqs []*authv3.CheckRequest, file string) error {
 	done := make(chan struct{})
 	go func() {
@@ -454,7 +457,7 @@ func profile(s *server, reqs []*authv3.CheckRequest, file string) error {
 	if _, err := io.Copy(out, resp.Body); err != nil {
 		return err
 	}
-	fmt.Printf("\nCPU profile of keygate serve under load: %s (go tool pprof -top %s)\n", file, file)
+	fmt.Printf("\nCPU profile of %s under load: %s (go tool pprof -top %s)\n", s.name, file, file)
 	return out.Close()
 }
 
