@@ -67,6 +67,10 @@ var (
 	nkeys       = flag.Int("keys", 50, "valid keys the checks are spread over")
 	halfFor     = flag.Duration("half", 5*time.Second, "length of the half-saturation run")
 	cpuprofile  = flag.String("cpuprofile", "", "write a CPU profile of keygate serve under load to this file (x.pprof), and one of keygate+policy+ratelimit to x-policy.pprof")
+	pin         = flag.Bool("pin", false, "run the servers on the upper half of the CPUs and the load generator on the lower half (sched_setaffinity, as taskset does), each with GOMAXPROCS set to its share")
+	pacedRate   = flag.Float64("rate", 0, "rate of the paced run in checks a second; 0: half of keygate's median saturation rate")
+	pacedRounds = flag.Int("paced-rounds", 1, "alternated rounds of the paced run")
+	traceFile   = flag.String("trace", "", "write a runtime execution trace of keygate serve during its first paced round to this file (go tool trace)")
 )
 
 const (
@@ -137,12 +141,24 @@ func run() error {
 		return err
 	}
 
+	var serverCPUs []int
+	if *pin {
+		if serverCPUs, err = pinSelf(); err != nil {
+			return err
+		}
+	}
+
 	noop := &server{name: "no-op", addr: loadtest.FreeAddr()}
 	noop.cmd = exec.Command(filepath.Join(dir, "noop"), "-addr", noop.addr)
 	kg := keygate(dir, v, "keygate", "")
 	kgPolicy := keygate(dir, v, "keygate+policy+ratelimit", filepath.Join(dir, "policy.yaml"))
 	all := []*server{noop, kg, kgPolicy}
 	for _, s := range all {
+		if serverCPUs != nil {
+			if err := s.pinTo(serverCPUs); err != nil {
+				return err
+			}
+		}
 		s.cmd.Stderr = os.Stderr
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := s.cmd.Start(); err != nil {
@@ -194,10 +210,43 @@ func run() error {
 	}
 
 	half := median(results[kg]).rps / 2
-	fmt.Printf("\npaced at half of keygate's saturation rate: %.0f req/s for %v (latency from each call's scheduled start)\n", half, *halfFor)
-	for _, s := range []*server{noop, kg} {
-		res := s.paced(reqs, half, *halfFor)
-		fmt.Printf("%-26s achieved %7.0f req/s  p50 %v  p90 %v  p99 %v  CPU/check %v  errors %d  denied %d\n", s.name, res.rps, res.p50, res.p90, res.p99, res.cpuPerCheck, res.failed, res.denied)
+	if *pacedRate > 0 {
+		half = *pacedRate
+		fmt.Printf("\npaced at %.0f req/s (-rate) for %v (latency from each call's scheduled start)\n", half, *halfFor)
+	} else {
+		fmt.Printf("\npaced at half of keygate's saturation rate: %.0f req/s for %v (latency from each call's scheduled start)\n", half, *halfFor)
+	}
+	pacedResults := map[*server][]result{}
+	for round := 1; round <= *pacedRounds; round++ {
+		for _, s := range []*server{noop, kg} {
+			var tr chan error
+			if s == kg && round == 1 && *traceFile != "" {
+				tr = make(chan error, 1)
+				go func() { tr <- s.trace(*traceFile, *halfFor) }()
+			}
+			res := s.paced(reqs, half, *halfFor)
+			if tr != nil {
+				if err := <-tr; err != nil {
+					return err
+				}
+			}
+			pacedResults[s] = append(pacedResults[s], res)
+			name := s.name
+			if *pacedRounds > 1 {
+				name = fmt.Sprintf("%s #%d", s.name, round)
+			}
+			fmt.Printf("%-26s achieved %7.0f req/s  p50 %v  p90 %v  p99 %v  CPU/check %v  errors %d  denied %d\n", name, res.rps, res.p50, res.p90, res.p99, res.cpuPerCheck, res.failed, res.denied)
+		}
+	}
+	if *pacedRounds > 1 {
+		fmt.Printf("medians of the paced rounds\n")
+		for _, s := range []*server{noop, kg} {
+			m := median(pacedResults[s])
+			fmt.Printf("%-26s p50 %v  p90 %v  p99 %v  CPU/check %v\n", s.name, m.p50, m.p90, m.p99, m.cpuPerCheck)
+		}
+	}
+	if *traceFile != "" {
+		fmt.Printf("execution trace of keygate's first paced round: %s (go tool trace %s)\n", *traceFile, *traceFile)
 	}
 
 	if err := coldPath(kg, store); err != nil {
@@ -427,6 +476,24 @@ func vaultRecordReads(s *server) (int64, error) {
 		}
 	}
 	return n, sc.Err()
+}
+
+// trace writes a runtime execution trace of a keygate serve, d long, to file.
+func (s *server) trace(file string, d time.Duration) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", s.pprof, max(1, int(d/time.Second))))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // profile takes a 10 s CPU profile of a keygate serve while the callers load it.
