@@ -16,7 +16,10 @@
 // profile of each keygate serve under the same load.
 //
 // The generator and the servers share the machine: figures are for comparison within
-// one run, not absolute.
+// one run, not absolute. With -pin, the servers run on the upper half of the CPUs and
+// the generator on the lower half, each with GOMAXPROCS set to its share, so that
+// neither takes the other's CPU; -rate fixes the paced run's rate, -paced-rounds
+// alternates it, and -trace writes an execution trace of keygate's first paced round.
 package main
 
 import (
@@ -224,18 +227,27 @@ func run() error {
 				tr = make(chan error, 1)
 				go func() { tr <- s.trace(*traceFile, *halfFor) }()
 			}
+			var vault int64
+			if *pacedRounds > 1 {
+				vault = -vaultRequests(kg, kgPolicy)
+			}
 			res := s.paced(reqs, half, *halfFor)
+			if *pacedRounds > 1 {
+				vault += vaultRequests(kg, kgPolicy)
+			}
 			if tr != nil {
 				if err := <-tr; err != nil {
 					return err
 				}
 			}
 			pacedResults[s] = append(pacedResults[s], res)
-			name := s.name
+			name, extra := s.name, ""
 			if *pacedRounds > 1 {
-				name = fmt.Sprintf("%s #%d", s.name, round)
+				// keygate's background Vault requests (the change feed, the usage flush
+				// once a minute) load the machine during whichever round they fall in.
+				name, extra = fmt.Sprintf("%s #%d", s.name, round), fmt.Sprintf("  vault requests %d", vault)
 			}
-			fmt.Printf("%-26s achieved %7.0f req/s  p50 %v  p90 %v  p99 %v  CPU/check %v  errors %d  denied %d\n", name, res.rps, res.p50, res.p90, res.p99, res.cpuPerCheck, res.failed, res.denied)
+			fmt.Printf("%-26s achieved %7.0f req/s  p50 %v  p90 %v  p99 %v  CPU/check %v  errors %d  denied %d%s\n", name, res.rps, res.p50, res.p90, res.p99, res.cpuPerCheck, res.failed, res.denied, extra)
 		}
 	}
 	if *pacedRounds > 1 {
@@ -456,8 +468,29 @@ func coldPath(s *server, store *vaultstore.Store) error {
 	return nil
 }
 
+// vaultRequests is the keygate processes' count of Vault requests, from their
+// /metrics; -1 when one cannot be read.
+func vaultRequests(servers ...*server) int64 {
+	var n int64
+	for _, s := range servers {
+		c, err := vaultCount(s, func(string) bool { return true })
+		if err != nil {
+			return -1
+		}
+		n += c
+	}
+	return n
+}
+
 // vaultRecordReads is keygate's count of Vault record reads, from its /metrics.
 func vaultRecordReads(s *server) (int64, error) {
+	return vaultCount(s, func(l string) bool {
+		return strings.Contains(l, `kind="records"`) && strings.Contains(l, `operation="read"`)
+	})
+}
+
+// vaultCount sums keygate's Vault request counts whose series match.
+func vaultCount(s *server, match func(series string) bool) (int64, error) {
 	resp, err := http.Get("http://" + s.http + "/metrics")
 	if err != nil {
 		return 0, err
@@ -467,7 +500,7 @@ func vaultRecordReads(s *server) (int64, error) {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		l := sc.Text()
-		if strings.HasPrefix(l, "keygate_vault_request_duration_seconds_count{") && strings.Contains(l, `kind="records"`) && strings.Contains(l, `operation="read"`) {
+		if strings.HasPrefix(l, "keygate_vault_request_duration_seconds_count{") && match(l) {
 			v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
 			if err != nil {
 				return 0, err
