@@ -19,7 +19,9 @@
 // one run, not absolute. With -pin, the servers run on the upper half of the CPUs and
 // the generator on the lower half, each with GOMAXPROCS set to its share, so that
 // neither takes the other's CPU; -rate fixes the paced run's rate, -paced-rounds
-// alternates it, and -trace writes an execution trace of keygate's first paced round.
+// alternates it, -skim has the generator read of an allowed answer only that it
+// allows, -keygate-gogc sets keygate's GOGC, and -trace writes an execution trace of
+// keygate's first paced round.
 package main
 
 import (
@@ -47,6 +49,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -73,6 +77,8 @@ var (
 	pin         = flag.Bool("pin", false, "run the servers on the upper half of the CPUs and the load generator on the lower half (sched_setaffinity, as taskset does), each with GOMAXPROCS set to its share")
 	pacedRate   = flag.Float64("rate", 0, "rate of the paced run in checks a second; 0: half of keygate's median saturation rate")
 	pacedRounds = flag.Int("paced-rounds", 1, "alternated rounds of the paced run")
+	skim        = flag.Bool("skim", false, "the load generator reads of an allowed answer only that it allows (its ok_response field), not the whole message; denials are decoded whole")
+	keygateGOGC = flag.Int("keygate-gogc", 0, "run the keygate processes with GOGC set to this (0: Go's default, 100)")
 	traceFile   = flag.String("trace", "", "write a runtime execution trace of keygate serve during its first paced round to this file (go tool trace)")
 )
 
@@ -283,6 +289,9 @@ func keygate(dir string, v *vaulttest.Server, name, config string) *server {
 	}
 	s.cmd = exec.Command(filepath.Join(dir, "keygate"), args...)
 	s.cmd.Env = append(append(os.Environ(), v.Env()...), "KEYGATE_BENCH_PPROF="+s.pprof)
+	if *keygateGOGC != 0 {
+		s.cmd.Env = append(s.cmd.Env, "GOGC="+strconv.Itoa(*keygateGOGC))
+	}
 	return s
 }
 
@@ -301,7 +310,11 @@ func (s *server) connect() error {
 	}
 	for range *conns {
 		// Each ClientConn is its own HTTP/2 connection.
-		conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		if *skim {
+			opts = append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(skimCodec{encoding.GetCodecV2(grpcproto.Name)})))
+		}
+		conn, err := grpc.NewClient(s.addr, opts...)
 		if err != nil {
 			return err
 		}
