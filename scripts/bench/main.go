@@ -233,13 +233,16 @@ func run() error {
 				tr = make(chan error, 1)
 				go func() { tr <- s.trace(*traceFile, *halfFor) }()
 			}
-			var vault int64
+			var vault0 int64
 			if *pacedRounds > 1 {
-				vault = -vaultRequests(kg, kgPolicy)
+				vault0 = vaultRequests(kg, kgPolicy)
 			}
 			res := s.paced(reqs, half, *halfFor)
+			vault := int64(-1) // unknown
 			if *pacedRounds > 1 {
-				vault += vaultRequests(kg, kgPolicy)
+				if v := vaultRequests(kg, kgPolicy); v >= 0 && vault0 >= 0 {
+					vault = v - vault0
+				}
 			}
 			if tr != nil {
 				if err := <-tr; err != nil {
