@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -90,25 +89,7 @@ policy:
 	send := func(times int, key, method, path, model string, want int) {
 		t.Helper()
 		for range times {
-			h := map[string]string{"authorization": "Bearer " + key}
-			body := ""
-			if model != "" {
-				h["content-type"] = "application/json"
-				body = fmt.Sprintf(`{"model":%q,"messages":[]}`, model)
-			}
-			resp, err := client2.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-					Method: method, Path: path, Host: "api.example.com", Headers: h, Body: body}}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			code := 200
-			if resp.GetOkResponse() == nil {
-				code = int(resp.GetDeniedResponse().GetStatus().GetCode())
-			}
-			if code != want {
-				t.Fatalf("%s %s %q: %d, want %d", method, path, model, code, want)
-			}
+			usageCheck(t, client2, key, method, path, model, want)
 		}
 	}
 	send(5, app.Key, "POST", "/v1/chat/completions", "gpt-4o", 200)

@@ -90,26 +90,8 @@ func usageRun(t *testing.T, usageSection string) {
 	send := func(times int, key, method, path, model string, want int) {
 		t.Helper()
 		for range times {
-			h := map[string]string{"authorization": "Bearer " + key}
-			body := ""
-			if model != "" {
-				h["content-type"] = "application/json"
-				body = fmt.Sprintf(`{"model":%q,"messages":[]}`, model)
-			}
-			resp, err := clients[n%2].Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-					Method: method, Path: path, Host: "api.example.com", Headers: h, Body: body}}}})
+			usageCheck(t, clients[n%2], key, method, path, model, want)
 			n++
-			if err != nil {
-				t.Fatal(err)
-			}
-			code := 200
-			if resp.GetOkResponse() == nil {
-				code = int(resp.GetDeniedResponse().GetStatus().GetCode())
-			}
-			if code != want {
-				t.Fatalf("%s %s %q: %d, want %d", method, path, model, code, want)
-			}
 		}
 	}
 	send(5, app.Key, "POST", "/v1/chat/completions", "gpt-4o", 200)
@@ -227,4 +209,29 @@ func parseConfigFile(t *testing.T, path string) (config, error) {
 	var c commonFlags
 	c.configFile = path
 	return c.load(flag.NewFlagSet("test", flag.ContinueOnError))
+}
+
+// usageCheck sends one Envoy-shaped check for key (with a chat body naming model when
+// model is not "") and fails unless its answer has status want (200 for allowed).
+func usageCheck(t *testing.T, client authv3.AuthorizationClient, key, method, path, model string, want int) {
+	t.Helper()
+	h := map[string]string{"authorization": "Bearer " + key}
+	body := ""
+	if model != "" {
+		h["content-type"] = "application/json"
+		body = fmt.Sprintf(`{"model":%q,"messages":[]}`, model)
+	}
+	resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: method, Path: path, Host: "api.example.com", Headers: h, Body: body}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := 200
+	if resp.GetOkResponse() == nil {
+		code = int(resp.GetDeniedResponse().GetStatus().GetCode())
+	}
+	if code != want {
+		t.Fatalf("%s %s %q: %d, want %d", method, path, model, code, want)
+	}
 }
