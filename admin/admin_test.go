@@ -89,17 +89,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peerOf := func(r *http.Request) authz.Peer {
-		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-			return authz.Peer{}
-		}
-		id, err := verifier.VerifyCert(r.TLS.PeerCertificates[0])
-		if err != nil {
-			return authz.Peer{Presented: true}
-		}
-		return authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
-			OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
-	}
+	peerOf := PeerFrom(func() *certs.Verifier { return verifier })
 	fx.log = audit.New(fx.audit, audit.WithRecent(1000))
 	srv := httptest.NewUnstartedServer(New(Config{Engine: engine, Store: store, Format: f, Audit: fx.log,
 		PeerOf: peerOf, Usage: fx.usage}))

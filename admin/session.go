@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/certs"
 )
 
 // Errors a Config.Session resolver returns.
@@ -58,4 +59,24 @@ func SourceOf(r *http.Request, p authz.Peer) authz.Source {
 		src.Fingerprint = p.Fingerprint
 	}
 	return src
+}
+
+// PeerFrom returns a Config.PeerOf that reads the connection's client certificate and
+// checks it with verifier's current answer (its CA and CRL as last loaded): unverified
+// when verifier returns nil or refuses the certificate.
+func PeerFrom(verifier func() *certs.Verifier) func(*http.Request) authz.Peer {
+	return func(r *http.Request) authz.Peer {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			return authz.Peer{}
+		}
+		v := verifier()
+		if v == nil {
+			return authz.Peer{Presented: true}
+		}
+		id, err := v.VerifyCert(r.TLS.PeerCertificates[0])
+		if err != nil {
+			return authz.Peer{Presented: true}
+		}
+		return authz.VerifiedPeer(id)
+	}
 }

@@ -61,6 +61,12 @@ type Peer struct {
 	Fingerprint         string // "sha256:" and the hex SHA-256 of the DER certificate
 }
 
+// VerifiedPeer is the Peer of a client certificate that certs.Verifier accepted as id.
+func VerifiedPeer(id certs.Identity) Peer {
+	return Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
+		OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
+}
+
 // IdentityRule grants scopes to a verified client certificate, so that a service can
 // authenticate by certificate alone. Every field that is set must match.
 type IdentityRule struct {

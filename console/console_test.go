@@ -93,16 +93,7 @@ func newFixtureWith(t *testing.T, cache *vaultstore.CacheConfig) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peerOf := func(r *http.Request) authz.Peer {
-		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-			return authz.Peer{}
-		}
-		id, err := verifier.VerifyCert(r.TLS.PeerCertificates[0])
-		if err != nil {
-			return authz.Peer{Presented: true}
-		}
-		return authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, Fingerprint: id.Fingerprint}
-	}
+	peerOf := admin.PeerFrom(func() *certs.Verifier { return verifier })
 	log := audit.New(fx.audit)
 	fx.console = New(Config{Engine: engine, Store: store, Audit: log, PeerOf: peerOf, Now: fx.clock, MaxPerCaller: 2})
 	api := admin.New(admin.Config{Engine: engine, Store: store, Format: f, Audit: log, PeerOf: peerOf, Now: fx.clock,

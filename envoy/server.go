@@ -104,8 +104,7 @@ func (s *Server) verified(sent string, decode func() ([]byte, error)) authz.Peer
 	if err != nil {
 		return authz.Peer{Presented: true}
 	}
-	p := authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
-		OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
+	p := authz.VerifiedPeer(id)
 	s.peers.Add(k, verifiedPeer{peer: p, notAfter: id.NotAfter, by: verifier})
 	return p
 }

@@ -450,21 +450,7 @@ func peerOf(r *certs.Reloader) func(*http.Request) authz.Peer {
 	if r == nil {
 		return nil
 	}
-	return func(req *http.Request) authz.Peer {
-		if req.TLS == nil || len(req.TLS.PeerCertificates) == 0 {
-			return authz.Peer{}
-		}
-		v := r.Verifier()
-		if v == nil {
-			return authz.Peer{Presented: true}
-		}
-		id, err := v.VerifyCert(req.TLS.PeerCertificates[0])
-		if err != nil {
-			return authz.Peer{Presented: true}
-		}
-		return authz.Peer{Presented: true, Verified: true, SPIFFE: id.SPIFFE, DNS: id.DNS, CommonName: id.CommonName,
-			OrgUnits: id.OrgUnits, Fingerprint: id.Fingerprint}
-	}
+	return admin.PeerFrom(r.Verifier)
 }
 
 // readiness is what /readyz and the gRPC health service report: keygate can decide when
