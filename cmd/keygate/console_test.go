@@ -83,16 +83,7 @@ policy:
 `, base, auditFile, filepath.Join(dir, "usage.db")))
 	mk := func(owner, name string, extra ...string) createdKey {
 		t.Helper()
-		args := append([]string{"keys", "create", "--vault-path", base, "--name", name, "--owner", owner, "--json"}, extra...)
-		out, stderr, err := cli(t, args...)
-		if err != nil {
-			t.Fatal(stderr, err)
-		}
-		var k createdKey
-		if err := json.Unmarshal([]byte(out), &k); err != nil {
-			t.Fatal(err)
-		}
-		return k
+		return cliKey(t, base, owner, name, extra...)
 	}
 	ops := mk("acct_ops", "Operations", "--scopes", "admin")
 	self := mk("acct_a", "Team A self-service", "--scopes", "api-keys,chat,models:read")

@@ -146,8 +146,15 @@ func createKey(t *testing.T, v *vaulttest.Server, base string, scopes ...string)
 	t.Setenv("VAULT_ADDR", v.Addr)
 	t.Setenv("VAULT_TOKEN", v.Token)
 	keyCount++
-	out, stderr, err := cli(t, "keys", "create", "--owner", "acct_test", "--vault-path", base,
-		"--name", fmt.Sprintf("key %d", keyCount), "--scopes", strings.Join(scopes, ","), "--json")
+	return cliKey(t, base, "acct_test", fmt.Sprintf("key %d", keyCount), "--scopes", strings.Join(scopes, ","))
+}
+
+// cliKey makes a key with `keygate keys create` under base (the Vault in the
+// environment) and returns what it printed.
+func cliKey(t *testing.T, base, owner, name string, extra ...string) createdKey {
+	t.Helper()
+	args := append([]string{"keys", "create", "--vault-path", base, "--name", name, "--owner", owner, "--json"}, extra...)
+	out, stderr, err := cli(t, args...)
 	if err != nil {
 		t.Fatalf("keys create: %v\n%s", err, stderr)
 	}

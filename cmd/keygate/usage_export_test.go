@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -58,16 +57,8 @@ policy:
 		t.Fatalf("config validate: %v\n%s%s", err, out, stderr)
 	}
 	mk := func(owner string, extra ...string) createdKey {
-		args := append([]string{"keys", "create", "--vault-path", base, "--name", "k " + owner, "--owner", owner, "--json"}, extra...)
-		out, stderr, err := cli(t, args...)
-		if err != nil {
-			t.Fatal(stderr, err)
-		}
-		var k createdKey
-		if err := json.Unmarshal([]byte(out), &k); err != nil {
-			t.Fatal(err)
-		}
-		return k
+		t.Helper()
+		return cliKey(t, base, owner, "k "+owner, extra...)
 	}
 	app := mk("acct_a", "--scopes", "chat,models:read", "--models", "gpt-4o*")
 	other := mk("acct_b", "--scopes", "models:read")

@@ -53,16 +53,8 @@ func usageRun(t *testing.T, usageSection string) {
   - {name: models, methods: [GET], prefix: /v1/models, scope: models:read}
 `)
 	mk := func(owner string, extra ...string) createdKey {
-		args := append([]string{"keys", "create", "--vault-path", base, "--name", "k " + owner, "--owner", owner, "--json"}, extra...)
-		out, stderr, err := cli(t, args...)
-		if err != nil {
-			t.Fatal(stderr, err)
-		}
-		var k createdKey
-		if err := json.Unmarshal([]byte(out), &k); err != nil {
-			t.Fatal(err)
-		}
-		return k
+		t.Helper()
+		return cliKey(t, base, owner, "k "+owner, extra...)
 	}
 	app := mk("acct_a", "--scopes", "chat,models:read", "--models", "gpt-4o*")
 	other := mk("acct_b", "--scopes", "models:read")
