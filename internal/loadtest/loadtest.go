@@ -3,7 +3,11 @@
 package loadtest
 
 import (
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -60,4 +64,26 @@ func FreeAddr() string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// Download writes the body of a GET of url (a pprof endpoint, say) to file; a status
+// other than 200 is an error.
+func Download(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	out, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

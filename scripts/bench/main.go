@@ -31,7 +31,6 @@ import (
 	"flag"
 	"fmt"
 	"github.com/keygate/keygate/internal/loadtest"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -529,20 +528,7 @@ func vaultCount(s *server, match func(series string) bool) (int64, error) {
 
 // trace writes a runtime execution trace of a keygate serve, d long, to file.
 func (s *server) trace(file string, d time.Duration) error {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", s.pprof, max(1, int(d/time.Second))))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	out, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return loadtest.Download(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", s.pprof, max(1, int(d/time.Second))), file)
 }
 
 // profile takes a 10 s CPU profile of a keygate serve while the callers load it.
@@ -559,22 +545,14 @@ func profile(s *server, reqs []*authv3.CheckRequest, file string) error {
 			s.load(reqs, 20000)
 		}
 	}()
-	resp, err := http.Get("http://" + s.pprof + "/debug/pprof/profile?seconds=10")
+	err := loadtest.Download("http://"+s.pprof+"/debug/pprof/profile?seconds=10", file)
 	done <- struct{}{}
 	<-done
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	out, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
-		return err
-	}
 	fmt.Printf("\nCPU profile of %s under load: %s (go tool pprof -top %s)\n", s.name, file, file)
-	return out.Close()
+	return nil
 }
 
 // requests are Envoy-shaped CheckRequests (testdata/envoy/check_request.json), one

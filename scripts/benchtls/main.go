@@ -267,25 +267,7 @@ func run() error {
 // allocations over the same run (the allocs profile before and after, as a base and a
 // profile for go tool pprof -base).
 func profileRun(pki *pki, addr, key string, pid int, pprofAddr, prefix string, workers int, d time.Duration) error {
-	get := func(path, file string) error {
-		resp, err := http.Get("http://" + pprofAddr + path)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("%s: status %d", path, resp.StatusCode)
-		}
-		out, err := os.Create(file)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, resp.Body); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	}
+	get := func(path, file string) error { return loadtest.Download("http://"+pprofAddr+path, file) }
 	if err := get("/debug/pprof/allocs", prefix+".allocs-base"); err != nil {
 		return err
 	}
