@@ -5,12 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden deny bodies under testdata/deny")
@@ -267,21 +268,7 @@ func TestForbidGolden(t *testing.T) {
 // checkGolden compares body with the golden file at path (rewriting it with -update).
 func checkGolden(t *testing.T, path, body string) {
 	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(body+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := body + "\n"; got != string(want) {
-		t.Fatalf("body differs from %s\n got: %s\nwant: %s", path, got, want)
-	}
+	golden.Check(t, path, body, *update)
 }
 
 // GoldenPath is where the golden deny body for profile p and reason r lives.

@@ -15,8 +15,8 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden answers under testdata/answers")
@@ -109,21 +109,8 @@ func TestUnavailableIsTheProfilesBody(t *testing.T) {
 	}
 }
 
+// checkGolden compares body with the golden file at path (rewriting it with -update).
 func checkGolden(t *testing.T, path, body string) {
 	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(body+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body+"\n" != string(want) {
-		t.Fatalf("body differs from %s\n got: %s\nwant: %s", path, body, want)
-	}
+	golden.Check(t, path, body, *update)
 }
