@@ -80,6 +80,20 @@ type termFixture struct {
 func startTerminator(t *testing.T) *termFixture { return startTerminatorWith(t, "") }
 
 // startTerminatorWith starts the terminator with extra configuration (YAML, top level).
+// dialHTTP1 opens a TLS connection to the terminator with the client certificate,
+// speaking HTTP/1.1, for requests written by hand; it is closed when t ends.
+func (fx *termFixture) dialHTTP1(t *testing.T) *tls.Conn {
+	t.Helper()
+	cfg := fx.pki.clientTLS(t, true)
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", fx.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 func startTerminatorWith(t *testing.T, extra string) *termFixture {
 	t.Helper()
 	base := useVault(t)
@@ -193,13 +207,7 @@ func TestTerminator(t *testing.T) {
 		close(fx.release)
 	})
 	t.Run("WebSocket upgrade", func(t *testing.T) {
-		cfg := fx.pki.clientTLS(t, true)
-		cfg.NextProtos = []string{"http/1.1"}
-		conn, err := tls.Dial("tcp", fx.addr, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+		conn := fx.dialHTTP1(t)
 		fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: api\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-API-Key: %s\r\n\r\n", fx.key.Key)
 		rd := bufio.NewReader(conn)
 		resp, err := http.ReadResponse(rd, nil)
@@ -243,13 +251,7 @@ func TestTerminator(t *testing.T) {
 // certificate, and reads one response.
 func (fx *termFixture) raw(t *testing.T, request string) (*http.Response, string) {
 	t.Helper()
-	cfg := fx.pki.clientTLS(t, true)
-	cfg.NextProtos = []string{"http/1.1"}
-	conn, err := tls.Dial("tcp", fx.addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := fx.dialHTTP1(t)
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.WriteString(conn, request); err != nil {
 		t.Fatal(err)
@@ -379,13 +381,7 @@ const terminatorPolicy = `policy:
 
 func TestTerminatorBoundsTheBodyRead(t *testing.T) {
 	fx := startTerminatorWith(t, terminatorPolicy)
-	cfg := fx.pki.clientTLS(t, true)
-	cfg.NextProtos = []string{"http/1.1"}
-	conn, err := tls.Dial("tcp", fx.addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := fx.dialHTTP1(t)
 	fmt.Fprintf(conn, "POST /echo HTTP/1.1\r\nHost: api\r\nX-API-Key: %s\r\nContent-Length: 1000\r\n\r\n", fx.key.Key)
 	got := make(chan *http.Response, 1)
 	go func() {
@@ -585,13 +581,7 @@ func TestTerminatorCanonicalPolicy(t *testing.T) {
 		}
 	})
 	t.Run("a request needing no body is decided on its headers", func(t *testing.T) {
-		cfg := fx.pki.clientTLS(t, true)
-		cfg.NextProtos = []string{"http/1.1"}
-		conn, err := tls.Dial("tcp", fx.addr, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+		conn := fx.dialHTTP1(t)
 		// No key, and a body that would take 1000 s to arrive: the 401 comes first.
 		fmt.Fprint(conn, "POST /v1/images/x HTTP/1.1\r\nHost: api\r\nContent-Length: 1000\r\n\r\nx")
 		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
